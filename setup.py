@@ -1,0 +1,29 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("stabn/version.py").read_text(), version)
+
+setup(
+    name="stabn",
+    version=version["__version__"],
+    description="Spatio-Temporal Attention Branch Network (ST-ABN) for video classification",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["stabn", "stabn.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy",
+        "pyyaml",
+        "tensorboard",
+        "tqdm",
+        "pillow",
+    ],
+    extras_require={
+        "prep": ["av>=12"],
+        "dev": ["pytest>=7", "pytest-timeout"],
+    },
+)

@@ -1,0 +1,62 @@
+"""One table from model name to builder, and `build_model` to use it."""
+from __future__ import annotations
+
+import functools
+import os
+import logging
+from typing import Callable, Dict, Optional, Union
+
+from torch import nn
+
+from .resnet3d import resnet3d
+from .stabn import stabn
+
+log = logging.getLogger(__name__)
+
+_DEPTHS = (18, 34, 50, 101, 152)
+
+MODEL_REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
+for _depth in _DEPTHS:
+    MODEL_REGISTRY[f"resnet{_depth}"] = functools.partial(resnet3d, _depth)
+    MODEL_REGISTRY[f"abn_resnet{_depth}"] = functools.partial(stabn, _depth)
+for _depth in _DEPTHS:
+    # The original's "v2" builds exactly the v1 architecture; kept as aliases.
+    MODEL_REGISTRY[f"abn_resnet{_depth}_v2"] = MODEL_REGISTRY[f"abn_resnet{_depth}"]
+
+MODEL_NAMES = tuple(MODEL_REGISTRY)
+
+
+def is_stabn(name: str) -> bool:
+    """Whether `name` is an ST-ABN (its forward returns `STABNOutput`)."""
+    return name.startswith("abn_")
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    frame_length: int,
+    frame_size: int = 224,
+    dropout: float = 0.5,
+    width: int = 64,
+    pretrained_2d: Optional[Union[str, os.PathLike]] = None,
+) -> nn.Module:
+    """Build a registered model; `pretrained_2d` is a local torchvision ResNet state-dict
+    file whose ImageNet weights are inflated into the 3D model (nothing is downloaded)."""
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    for key, value in (("num_classes", num_classes), ("frame_length", frame_length),
+                       ("frame_size", frame_size), ("width", width)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    model = MODEL_REGISTRY[name](
+        num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
+        dropout=dropout, width=width,
+    )
+    if pretrained_2d is not None:
+        from .inflate import inflate_2d_weights
+
+        report = inflate_2d_weights(model, pretrained_2d)
+        log.info("%s", report.summary())
+    return model

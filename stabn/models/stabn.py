@@ -1,0 +1,133 @@
+"""Spatio-Temporal Attention Branch Network (ST-ABN) on a 3D ResNet backbone.
+
+Module names and the order of operations follow the original so that its checkpoints load
+unchanged and give the same outputs.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .blocks import DEPTHS, Block, check_clip, make_layer
+
+
+class STABNOutput(NamedTuple):
+    """Positions match the original's tuple `(out_per, out_att, spatial_att, temporal_att)`."""
+
+    logits: Tensor  # perception branch, [B, K]
+    att_logits: Tensor  # attention branch, [B, K]
+    spatial_attention: Tensor  # [B, 1, T, h, w], in (0, 1)
+    temporal_attention: Tensor  # [B, 1, T, 1, 1], in (0, 1)
+
+
+class STABN(nn.Module):
+    """ST-ABN: layer3 features feed an attention branch whose spatial and temporal maps
+    re-weight those features before the perception branch (layer4, `fc`) classifies them."""
+
+    def __init__(
+        self,
+        block: Block,
+        layers: tuple,
+        num_classes: int,
+        frame_length: int,
+        frame_size: int = 224,
+        dropout: float = 0.5,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        self.frame_length = frame_length
+        self.frame_size = frame_size
+        T, K, e = frame_length, num_classes, block.expansion
+
+        self.conv1 = nn.Conv3d(3, width, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.layer1 = make_layer(block, width, width, layers[0])
+        self.layer2 = make_layer(block, width * e, width * 2, layers[1], (1, 2, 2))
+        self.layer3 = make_layer(block, width * 2 * e, width * 4, layers[2], (1, 2, 2), 3)
+
+        # Perception branch.
+        self.layer4 = make_layer(block, width * 4 * e, width * 8, layers[3], (1, 2, 2), 3)
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.dropout_per = nn.Dropout(dropout)
+        self.fc = nn.Linear(width * 8 * e, K)
+
+        # Attention branch, fed by layer3.
+        self.layer_att_common = make_layer(block, width * 4 * e, width * 8, layers[3], (1, 1, 1), 3)
+        self.conv_att_common = nn.Sequential(
+            nn.BatchNorm3d(width * 8 * e),
+            nn.Conv3d(width * 8 * e, K, 1, bias=False),
+            nn.BatchNorm3d(K),
+            nn.ReLU(inplace=True),
+        )
+        self.conv_att_out = nn.Sequential(
+            nn.Conv3d(K, K, 1, bias=False),
+            nn.AdaptiveAvgPool3d((T, 1, 1)),
+        )
+        self.dropout_att = nn.Dropout(dropout)
+        self.fc_att_out = nn.Linear(K * T, K)
+        self.conv_spatial_att = nn.Sequential(
+            nn.Conv3d(K, 1, 1, bias=False),
+            nn.BatchNorm3d(1),
+            nn.Sigmoid(),
+        )
+        self.conv_temp_att1 = nn.Sequential(
+            nn.Conv3d(K, 1, 3, padding=1, bias=False),
+            nn.BatchNorm3d(1),
+            nn.ReLU(inplace=True),
+        )
+        self.conv_temp_att2 = nn.Sequential(
+            nn.Conv2d(T, T, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.conv_temp_att3 = nn.Sequential(
+            nn.Linear(T, T),
+            nn.ReLU(inplace=True),
+            nn.Linear(T, T),
+            nn.Sigmoid(),
+        )
+        # Fuses the spatially and the temporally weighted features back to layer3's width.
+        self.conv_att_mechanism = nn.Sequential(
+            nn.Conv3d(width * 8 * e, width * 4 * e, 1, bias=False),
+            nn.BatchNorm3d(width * 4 * e),
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                # The original's rule leaves k_w out of the fan.
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> STABNOutput:
+        check_clip(x, self.frame_length, type(self).__name__)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(x)))
+
+        att = self.conv_att_common(self.layer_att_common(x))
+        att_logits = self.fc_att_out(self.dropout_att(self.conv_att_out(att).flatten(1)))
+        spatial = self.conv_spatial_att(att)
+        b, _, t, h, w = att.shape
+        temporal = self.conv_temp_att1(att).view(b, t, h, w)
+        temporal = self.conv_temp_att2(temporal).view(b, t)
+        temporal = self.conv_temp_att3(temporal).view(b, 1, t, 1, 1)
+
+        x = torch.cat((x * (1 + spatial), x * temporal), dim=1)
+        x = self.layer4(self.conv_att_mechanism(x))
+        logits = self.fc(self.dropout_per(self.avgpool(x).flatten(1)))
+        return STABNOutput(logits, att_logits, spatial, temporal)
+
+
+def stabn(depth: int, **kwargs) -> STABN:
+    """ST-ABN of the given backbone depth (18, 34, 50, 101 or 152)."""
+    block, layers = DEPTHS[depth]
+    return STABN(block, layers, **kwargs)
