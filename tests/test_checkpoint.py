@@ -1,0 +1,179 @@
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import stabn
+from stabn.checkpoint import (infer_model_config, model_config, read_checkpoint,
+                              save_checkpoint)
+from stabn.errors import CheckpointError
+from stabn.fileio import atomic_write
+from stabn.models import build_model
+from reference import (fill_rule, load_reference, max_relative_error, reference_outputs,
+                       run_reference_input)
+
+
+def filled_reference_model(fixtures_dir, name):
+    ref = load_reference(fixtures_dir, name)
+    model = build_model(ref["model"], ref["num_classes"], ref["frame_length"], ref["frame_size"])
+    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
+    return model, ref
+
+
+def save_like_the_original(model, path):
+    """As the original's trainer: DataParallel (keys get `module.`), SGD, MultiStepLR."""
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    wrapped = nn.DataParallel(model)
+    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [75, 125], 0.1)
+    for p in wrapped.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()  # momentum buffers now exist
+    scheduler.step()
+    model.load_state_dict(weights)  # the reference outputs belong to the filled weights
+    torch.save({
+        "epoch": 3, "iteration": 120, "best_score": 0.25,
+        "model_state_dict": wrapped.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scheduler_state_dict": scheduler.state_dict(),
+    }, path)
+
+
+@pytest.mark.parametrize("name", ["reference_abn_resnet18_t8_s64.json",
+                                  "reference_resnet18_t16_s112.json"])
+def test_original_dp_checkpoint_loads_without_hints_and_reproduces_outputs(fixtures_dir, tmp_path, name):
+    model, ref = filled_reference_model(fixtures_dir, name)
+    path = tmp_path / "checkpoint-best.pt"
+    save_like_the_original(model, path)
+    assert all(k.startswith("module.") for k in torch.load(path, weights_only=True)["model_state_dict"])
+
+    loaded = stabn.load_pretrained(path)
+    assert not loaded.training
+    assert loaded.stabn_config["model"] == ref["model"]
+    assert loaded.stabn_config["num_classes"] == 174
+    if ref["model"].startswith("abn_"):
+        assert loaded.stabn_config["frame_length"] == ref["frame_length"]
+    for out, exp in zip(run_reference_input(loaded, ref, fixtures_dir), reference_outputs(ref)):
+        assert max_relative_error(out, exp) <= 1e-4
+
+
+@pytest.mark.parametrize("form", ["bare", "ddp_bare", "state_dict_key"])
+def test_other_forms_of_the_original_load(fixtures_dir, tmp_path, form):
+    model, ref = filled_reference_model(fixtures_dir, "reference_abn_resnet18_t8_s64.json")
+    sd = model.state_dict()
+    obj = {"bare": sd,
+           "ddp_bare": {f"module.{k}": v for k, v in sd.items()},
+           "state_dict_key": {"state_dict": sd, "epoch": 1}}[form]
+    torch.save(obj, tmp_path / "w.pth")
+    loaded = stabn.load_pretrained(tmp_path / "w.pth")
+    out = run_reference_input(loaded, ref, fixtures_dir)[0]
+    assert max_relative_error(out, reference_outputs(ref)[0]) <= 1e-4
+
+
+def test_our_checkpoint_describes_itself(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("abn_resnet34", 9, 6, 48, width=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [2])
+    config = model_config("abn_resnet34", 9, 6, 48, width=4, channel_order="rgb")
+    save_checkpoint(tmp_path / "c.pt", model, config, opt, sched, epoch=2, iteration=10, best_score=0.5)
+
+    ckpt = read_checkpoint(tmp_path / "c.pt")
+    assert {"epoch", "iteration", "best_score", "model_state_dict", "optimizer_state_dict",
+            "scheduler_state_dict", "config"} <= set(ckpt)
+    assert ckpt["config"] == {
+        "model": "abn_resnet34", "num_classes": 9, "frame_length": 6, "frame_size": 48,
+        "width": 4, "channel_order": "rgb", "mean": [123.675, 116.28, 103.53],
+        "std": [58.395, 57.12, 57.375], "version": stabn.__version__,
+    }
+    loaded = stabn.load_pretrained(tmp_path / "c.pt")
+    x = torch.randn(2, 3, 6, 48, 48)
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), loaded(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in stabn.MODEL_NAMES if not n.endswith("_v2")])
+def test_architecture_is_inferred_from_weights(name):
+    model = build_model(name, 11, 5, 32, width=4)
+    inferred = infer_model_config(model.state_dict())
+    assert inferred["model"] == name
+    assert inferred["num_classes"] == 11 and inferred["width"] == 4
+    assert inferred.get("frame_length") == (5 if name.startswith("abn_") else None)
+
+
+def test_overrides_fill_in_what_the_file_cannot_say(tmp_path):
+    torch.save(build_model("resnet18", 4, 8, 32, width=4).state_dict(), tmp_path / "r.pth")
+    model = stabn.load_pretrained(tmp_path / "r.pth", frame_length=8, frame_size=32)
+    assert model.stabn_config["frame_length"] == 8 and model.frame_size == 32
+    with pytest.raises(CheckpointError, match="unknown override"):
+        stabn.load_pretrained(tmp_path / "r.pth", frames=8)
+
+
+def test_checkpoint_that_does_not_fit_names_file_and_first_key(tmp_path):
+    torch.save(build_model("abn_resnet18", 10, 8, 32, width=4).state_dict(), tmp_path / "a.pth")
+    with pytest.raises(CheckpointError, match=r"a\.pth: does not fit the model: key 'fc\.weight' has shape \[10, 32\]"):
+        stabn.load_pretrained(tmp_path / "a.pth", num_classes=12)
+    with pytest.raises(CheckpointError, match=r"a\.pth: .*key 'conv1\.weight' has shape \[4, 3, 1, 7, 7\]"):
+        stabn.load_pretrained(tmp_path / "a.pth", width=8)
+
+
+def test_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"notes\.txt: not a PyTorch checkpoint"):
+        stabn.load_pretrained(tmp_path / "notes.txt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(CheckpointError, match=r"tensor\.pt: not a checkpoint"):
+        stabn.load_pretrained(tmp_path / "tensor.pt")
+    torch.save({"epoch": 3}, tmp_path / "meta.pt")
+    with pytest.raises(CheckpointError, match=r"meta\.pt: not a model checkpoint"):
+        stabn.load_pretrained(tmp_path / "meta.pt")
+    with pytest.raises(CheckpointError, match=r"missing\.pt: no such checkpoint file"):
+        stabn.load_pretrained(tmp_path / "missing.pt")
+
+
+class Payload:
+    """Unpickling this would create a file: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    sd = build_model("abn_resnet18", 4, 4, 32, width=4).state_dict()
+    torch.save({"model_state_dict": sd, "epoch": Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"evil\.pt: refused to load"):
+        stabn.load_pretrained(tmp_path / "evil.pt")
+    assert not marker.exists()
+    torch.load(tmp_path / "evil.pt", weights_only=False)  # the payload is real:
+    assert marker.exists()  # an unsafe load runs it
+
+
+def test_interrupted_atomic_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "checkpoint-latest.pt"
+    save_checkpoint(path, build_model("resnet18", 3, 4, 32, width=4), model_config("resnet18", 3, 4))
+
+    def dies_half_way(f):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies_half_way)
+    assert read_checkpoint(path)["config"]["model"] == "resnet18"
+    assert os.listdir(tmp_path) == ["checkpoint-latest.pt"]
+
+
+def test_optimizer_and_scheduler_state_survive_safe_loading(tmp_path):
+    # weights_only loading must accept the scheduler's Counter and the optimizer state.
+    model = build_model("resnet18", 3, 4, 32, width=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [75, 125])
+    save_checkpoint(tmp_path / "c.pt", model, model_config("resnet18", 3, 4), opt, sched)
+    ckpt = read_checkpoint(tmp_path / "c.pt")
+    assert dict(ckpt["scheduler_state_dict"]["milestones"]) == {75: 1, 125: 1}
+    assert ckpt["optimizer_state_dict"]["param_groups"][0]["nesterov"] is True

@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+
+import stabn
+from stabn.models import STABNOutput, build_model
+from reference import (fill_rule, load_reference, max_relative_error, reference_outputs,
+                       run_reference_input)
+
+REFERENCES = ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112.json"]
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_state_dict_and_outputs_match_the_original(fixtures_dir, name):
+    ref = load_reference(fixtures_dir, name)
+    model = build_model(ref["model"], ref["num_classes"], ref["frame_length"], ref["frame_size"])
+    ours = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+    assert ours == ref["state_dict"]
+
+    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
+    outputs = run_reference_input(model, ref, fixtures_dir)
+    expected = reference_outputs(ref)
+    assert len(outputs) == len(expected)
+    for out, exp in zip(outputs, expected):
+        assert out.shape == exp.shape
+        assert max_relative_error(out, exp) <= 1e-4
+
+
+@pytest.mark.parametrize("name", stabn.MODEL_NAMES)
+def test_every_model_builds_and_runs_at_tiny_width(name):
+    K, T, S, width = 7, 4, 32, 4
+    model = build_model(name, K, T, S, width=width).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, T, S, S))
+    if name.startswith("abn_"):
+        assert isinstance(out, STABNOutput)
+        assert out.logits.shape == (2, K) and out.att_logits.shape == (2, K)
+        h = S // 16
+        assert out.spatial_attention.shape == (2, 1, T, h, h)
+        assert out.temporal_attention.shape == (2, 1, T, 1, 1)
+        for att in (out.spatial_attention, out.temporal_attention):
+            assert att.min() >= 0 and att.max() <= 1
+        assert model.fc_att_out.out_features == K
+        assert model.fc_att_out.in_features == K * T
+    else:
+        assert isinstance(out, torch.Tensor) and out.shape == (2, K)
+    assert model.conv1.out_channels == width
+    expansion = 4 if model.layer1[0].__class__.__name__ == "Bottleneck" else 1
+    assert model.fc.in_features == 8 * width * expansion
+
+
+def test_namedtuple_positions_match_the_original_tuple():
+    assert STABNOutput._fields == ("logits", "att_logits", "spatial_attention", "temporal_attention")
+    model = build_model("abn_resnet18", 5, 4, 32, width=4).eval()
+    out = model(torch.randn(1, 3, 4, 32, 32))
+    out_per, out_att, spatial, temporal = out
+    assert out_per is out.logits and temporal is out.temporal_attention
+
+
+def test_v2_names_build_the_v1_architecture():
+    a = build_model("abn_resnet50", 5, 4, 32, width=4).state_dict()
+    b = build_model("abn_resnet50_v2", 5, 4, 32, width=4).state_dict()
+    assert [(k, v.shape) for k, v in a.items()] == [(k, v.shape) for k, v in b.items()]
+
+
+def test_stabn_strides_space_only_and_the_baseline_strides_time():
+    x = torch.randn(1, 3, 8, 64, 64)
+    abn = build_model("abn_resnet18", 3, 8, 64, width=4).eval()
+    assert abn(x).spatial_attention.shape == (1, 1, 8, 4, 4)
+    base = build_model("resnet18", 3, 8, 64, width=4).eval()
+    feats = base.layer4(base.layer3(base.layer2(base.layer1(base.maxpool(base.conv1(x))))))
+    assert feats.shape[2:] == (1, 2, 2)
+
+
+def test_wrong_clip_length_gets_a_clear_error():
+    model = build_model("abn_resnet18", 5, 8, 32, width=4).eval()
+    with pytest.raises(ValueError, match=r"frame_length=8 but got a clip of 6 frames"):
+        model(torch.randn(1, 3, 6, 32, 32))
+    with pytest.raises(ValueError, match=r"expects clips shaped \[B, 3, T, H, W\]"):
+        model(torch.randn(3, 8, 32, 32))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown model 'abn_resnet19'"):
+        build_model("abn_resnet19", 5, 8)
+    with pytest.raises(ValueError, match="frame_length must be a positive integer"):
+        build_model("abn_resnet18", 5, 0)
+
+
+def test_stabn_init_follows_the_original_rule():
+    torch.manual_seed(0)
+    model = build_model("abn_resnet50", 5, 4, 32, width=16)
+    conv = model.layer_att_common[0].conv2  # kernel (1, 3, 3), 128 outputs
+    n = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / n), rel=0.05)
+    assert torch.all(model.bn1.weight == 1) and torch.all(model.bn1.bias == 0)
