@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
@@ -17,6 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .data.transforms import mean_std
 from .errors import CheckpointError
 from .fileio import atomic_write
 from .models.blocks import DEPTHS, BasicBlock, Bottleneck
@@ -24,10 +26,6 @@ from .models.registry import build_model
 from .version import __version__
 
 PathLike = Union[str, os.PathLike]
-
-# The original's SSv2 preprocessing: frames decoded by OpenCV (BGR), Detectron-style statistics.
-BGR_MEAN = (103.53, 116.28, 123.675)
-BGR_STD = (57.375, 57.12, 58.395)
 
 # Recipe defaults for what a bare state dict cannot tell.
 DEFAULT_FRAME_LENGTH = 32
@@ -50,9 +48,7 @@ def model_config(
     std: Optional[tuple] = None,
 ) -> Dict[str, Any]:
     """The `config` entry: what is needed to rebuild the model and feed it."""
-    if channel_order not in ("bgr", "rgb"):
-        raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
-    flip = (lambda v: tuple(v)) if channel_order == "bgr" else (lambda v: tuple(reversed(v)))
+    default_mean, default_std = mean_std(channel_order)
     return {
         "model": model,
         "num_classes": int(num_classes),
@@ -60,8 +56,8 @@ def model_config(
         "frame_size": int(frame_size),
         "width": int(width),
         "channel_order": channel_order,
-        "mean": list(mean if mean is not None else flip(BGR_MEAN)),
-        "std": list(std if std is not None else flip(BGR_STD)),
+        "mean": list(mean if mean is not None else default_mean),
+        "std": list(std if std is not None else default_std),
         "version": __version__,
     }
 
@@ -113,11 +109,12 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain "
-            f"containers ({first})"
-        ) from None
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:  # a reference to a class or function: the file would run code if unpickled
+            raise CheckpointError(
+                f"{path}: refused to load: it holds objects other than tensors and plain "
+                f"containers (it references {found.group(1)}); loading it could run code") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
     except Exception as e:  # torch raises many types for files that are not checkpoints
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, Mapping):
@@ -248,7 +245,7 @@ def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
 
 
 __all__ = [
-    "BGR_MEAN", "BGR_STD", "model_config", "save_checkpoint", "read_checkpoint",
+    "model_config", "save_checkpoint", "read_checkpoint",
     "extract_state_dict", "read_state_dict", "infer_model_config", "load_weights",
     "load_pretrained", "resolve_model_config", "unwrap_model",
 ]

@@ -1,0 +1,1 @@
+"""Benchmarks, run as ``python -m stabn.bench <name>``; see ``--help``."""

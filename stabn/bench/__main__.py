@@ -1,0 +1,33 @@
+"""``python -m stabn.bench <benchmark> [options]``: one subcommand per benchmark."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from ..errors import StabnError
+from . import loader
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stabn.bench", description=__doc__)
+    subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    loader_parser = subparsers.add_parser("loader", help="data path throughput against decoding alone",
+                                          description=loader.__doc__)
+    loader.add_arguments(loader_parser)
+    loader_parser.set_defaults(run=loader.main)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except StabnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

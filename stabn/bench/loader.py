@@ -1,0 +1,208 @@
+"""Throughput of the data path, from JPEG files to a normalised float batch, on one thread.
+
+The full path is what a step asks of the CPU when everything runs in-process (num_workers=0):
+`FrameClipDataset.__getitems__` (what a DataLoader calls for a batch), `collate_clips`, then
+`normalize_batch` (with the colour jitter in train mode). Decoding the same frame files alone is
+timed in the same run, batch by batch in alternating order, so that the ratio of the two stays
+fair on a busy machine.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import tempfile
+import time
+from typing import Dict, Iterator, List, Optional, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from ..data.dataset import FrameClipDataset, collate_clips
+from ..data.decode import DEFAULT_BACKEND, read_jpeg
+from ..data.transforms import JITTER_MODES, JitterConfig, mean_std, normalize_batch
+from ..errors import ConfigError, DataError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _noise(rng: np.random.Generator, height: int, width: int, exponent: float) -> np.ndarray:
+    """Three channels of 1/f^exponent noise, zero mean and unit std: [H, W, 3]."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    f = np.sqrt(fy ** 2 + fx ** 2)
+    f[0, 0] = 1.0
+    spectrum = rng.normal(size=(3,) + f.shape) + 1j * rng.normal(size=(3,) + f.shape)
+    x = np.fft.irfft2(spectrum / f ** exponent, s=(height, width)).transpose(1, 2, 0)
+    return (x - x.mean()) / x.std()
+
+
+def _scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A textured background with blurred-edged shapes on it, float [H, W, 3] in 0..255."""
+    base = 120 + 40 * _noise(rng, height, width, 1.4) + 4 * _noise(rng, height, width, 0.7)
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(40):
+        x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+        w, h = rng.uniform(0.02, 0.25) * width, rng.uniform(0.04, 0.33) * height
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+        else:
+            corners = [(x0 + rng.uniform(-w, w), y0 + rng.uniform(-h, h)) for _ in range(int(rng.integers(3, 6)))]
+            draw.polygon(corners, fill=colour)
+    img = img.filter(ImageFilter.GaussianBlur(0.8))
+    return np.asarray(img, dtype=np.float32) + 2 * _noise(rng, height, width, 0.3)
+
+
+def make_frames(root: PathLike, num_videos: int = 8, num_frames: int = 48, height: int = 240,
+                width: int = 427, seed: int = 0) -> str:
+    """Write `num_videos` videos of `num_frames` JPEG frames (quality 90, about 28 KB at
+    240x427, like SSv2 frames) as ``root/<id>/%06d.jpg`` and ``root/labels.txt`` in the SSv2
+    format; return the label file's path. A camera pans over a textured scene, with sensor noise."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for v in range(num_videos):
+        video_id = str(v + 1)
+        folder = os.path.join(os.fspath(root), video_id)
+        os.makedirs(folder, exist_ok=True)
+        scene = _scene(rng, height + 20, width + num_frames + 4)
+        for t in range(num_frames):
+            dy = int(10 + 8 * np.sin(t / 7))
+            frame = scene[dy:dy + height, t:t + width] + rng.normal(0, 1.5, (height, width, 3))
+            Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).save(
+                os.path.join(folder, "%06d.jpg" % (t + 1)), quality=90)
+        lines.append(f"{video_id} {num_frames} {v % 2}\n")
+    label_file = os.path.join(os.fspath(root), "labels.txt")
+    with open(label_file, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    return label_file
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: int, frame_size: int = 224,
+                     mode: str = "train", batch_size: int = 8, num_batches: int = 10, num_clips: int = 1,
+                     num_crops: int = 1, jitter_mode: str = "tpn", backend: Optional[str] = None,
+                     seed: int = 0, reuse_out: bool = True, channel_order: str = "bgr") -> Dict[str, object]:
+    """Time the full path and decode-only on the same items, on one thread; return the figures.
+
+    With `reuse_out` the normalised batch is written into one buffer reused across batches, as
+    a training loop can do with ``normalize_batch(..., out=)`` (and as the CUDA caching
+    allocator does by itself); otherwise every batch allocates, and faults in, fresh memory."""
+    backend = backend or DEFAULT_BACKEND
+    dataset = FrameClipDataset(label_file, frames_root, frame_length, frame_size, mode=mode, num_clips=num_clips,
+                               num_crops=num_crops, channel_order=channel_order, seed=seed, backend=backend)
+    if len(dataset) == 0:
+        raise DataError(f"{os.fspath(label_file)} lists no videos")
+    jitter = JitterConfig(mode=jitter_mode) if mode == "train" else None
+    mean, std = mean_std(channel_order)
+    generator = torch.Generator().manual_seed(seed)
+    out: Optional[torch.Tensor] = None
+
+    def batch_indices(step: int) -> List[int]:
+        # Walk through the videos; in train mode every pass is a new epoch (new clips and crops).
+        first = step * batch_size
+        dataset.set_epoch(first // len(dataset))
+        return [(first + k) % len(dataset) for k in range(batch_size)]
+
+    def full(indices: List[int]) -> None:
+        nonlocal out
+        batch = collate_clips(dataset.__getitems__(indices))  # as a DataLoader does
+        if reuse_out and (out is None or out.shape != batch.clips.shape):
+            out = torch.empty(batch.clips.shape)
+        normalize_batch(batch.clips, mean, std, jitter, generator, out=out if reuse_out else None)
+
+    def decode_only(indices: List[int]) -> None:
+        for i in indices:
+            for path in dataset.frame_paths(i):
+                read_jpeg(path, backend)
+
+    times = {full: 0.0, decode_only: 0.0}
+    with _one_thread():
+        full(batch_indices(0))  # warm-up: file cache, allocator, lazy imports
+        decode_only(batch_indices(0))
+        for step in range(num_batches):
+            indices = batch_indices(step)
+            for fn in ((full, decode_only) if step % 2 == 0 else (decode_only, full)):
+                start = time.perf_counter()
+                fn(indices)
+                times[fn] += time.perf_counter() - start
+    clips = batch_size * num_batches
+    clips_per_s = clips / times[full]
+    decode_clips_per_s = clips / times[decode_only]
+    return {
+        "clips_per_s": round(clips_per_s, 3),
+        "decode_clips_per_s": round(decode_clips_per_s, 3),
+        "ratio": round(clips_per_s / decode_clips_per_s, 3),
+        "mode": mode,
+        "frame_length": frame_length,
+        "frame_size": frame_size,
+        "decoder": backend,
+        "batch_size": batch_size,
+        "num_batches": num_batches,
+        "views": dataset.num_views,
+        "jitter": jitter.mode if jitter else None,
+        "channel_order": channel_order,
+        "threads": 1,
+        "reuse_out": reuse_out,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``loader`` subcommand's options."""
+    parser.add_argument("--frames-root", help="frame folders; generated in a temporary folder when omitted")
+    parser.add_argument("--label-file", help="SSv2-format label file (default: labels.txt in --frames-root)")
+    parser.add_argument("--make-frames", metavar="DIR",
+                        help="write synthetic 240x427 JPEG videos and labels.txt to DIR and benchmark them")
+    parser.add_argument("--videos", type=int, default=8, help="synthetic videos to write")
+    parser.add_argument("--video-frames", type=int, default=48, help="frames per synthetic video")
+    parser.add_argument("--height", type=int, default=240, help="synthetic frame height")
+    parser.add_argument("--width", type=int, default=427, help="synthetic frame width")
+    parser.add_argument("--frame-length", type=int, default=32)
+    parser.add_argument("--frame-size", type=int, default=224)
+    parser.add_argument("--mode", choices=("train", "eval"), default="train")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-batches", type=int, default=10)
+    parser.add_argument("--num-clips", type=int, default=1, help="eval clips per video")
+    parser.add_argument("--num-crops", type=int, default=1, choices=(1, 3), help="eval crops per clip")
+    parser.add_argument("--jitter", choices=JITTER_MODES, default="tpn", help="train colour jitter mode")
+    parser.add_argument("--decoder", choices=("torchvision", "pillow"), default=None)
+    parser.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh-out", action="store_true",
+                        help="allocate every normalised batch anew instead of reusing one buffer")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed `args` describe and print its JSON line."""
+    for name in ("videos", "video_frames", "height", "width", "frame_length", "frame_size", "batch_size",
+                 "num_batches", "num_clips"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    with tempfile.TemporaryDirectory(prefix="stabn-bench-") as tmp:
+        frames_root = args.frames_root
+        label_file = args.label_file
+        if args.make_frames or frames_root is None:
+            frames_root = args.make_frames or tmp
+            label_file = make_frames(frames_root, args.videos, args.video_frames, args.height, args.width, args.seed)
+        elif label_file is None:
+            label_file = os.path.join(frames_root, "labels.txt")
+        result = benchmark_loader(frames_root, label_file, args.frame_length, args.frame_size, args.mode,
+                                  args.batch_size, args.num_batches, args.num_clips, args.num_crops, args.jitter,
+                                  args.decoder, args.seed, reuse_out=not args.fresh_out,
+                                  channel_order=args.channel_order)
+    print(json.dumps(result))
+    return 0

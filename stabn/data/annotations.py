@@ -1,0 +1,130 @@
+"""Label files: one video a line, read into `VideoRecord`s.
+
+Two formats:
+
+* ``"ssv2"`` (TSM-style SSv1/SSv2 files, the original's format): ``video_id num_frames class_id``.
+  The frame folder is ``<frames_root>/<video_id>``.
+* ``"generic"``: ``relative_video_dir class_id``; the frame count is the number of JPEGs in
+  ``<frames_root>/<relative_video_dir>``, counted when the file is read.
+
+Test splits have no labels: with ``labelled=False`` the class column may be left out and the
+record's label is -1.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, NamedTuple, Optional, Union
+
+from ..errors import DataError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMATS = ("ssv2", "generic")
+
+
+class VideoRecord(NamedTuple):
+    """One video: its id (the folder name relative to the frames root), frame count, class
+    (-1 when unlabelled) and frame folder."""
+
+    video_id: str
+    num_frames: int
+    label: int
+    path: str
+
+
+def count_frames(folder: PathLike) -> int:
+    """Number of ``*.jpg`` / ``*.jpeg`` files in `folder`; DataError if it is not a folder."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.name.lower().endswith((".jpg", ".jpeg")))
+    except FileNotFoundError:
+        raise DataError(f"frame folder {os.fspath(folder)} does not exist") from None
+    except NotADirectoryError:
+        raise DataError(f"frame folder {os.fspath(folder)} is not a folder") from None
+
+
+def _int(value: str, what: str, where: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"{where}: {what} {value!r} is not an integer") from None
+
+
+def read_label_file(
+    path: PathLike,
+    frames_root: Optional[PathLike] = None,
+    num_classes: Optional[int] = None,
+    fmt: str = "ssv2",
+    check_frames: bool = False,
+    labelled: bool = True,
+) -> List[VideoRecord]:
+    """Read a label file into records, in file order; blank lines are skipped.
+
+    Args:
+        path: the label file.
+        frames_root: folder holding one frame folder per video; a record's ``path`` is
+            ``frames_root/video_id`` (``video_id`` itself when None).
+        num_classes: when given, class ids must lie in ``[0, num_classes)``.
+        fmt: ``"ssv2"`` or ``"generic"`` (see the module docstring).
+        check_frames: check that every frame folder exists (always done for ``"generic"``,
+            which counts the frames).
+        labelled: when False the class column may be missing (label -1).
+
+    Raises:
+        DataError: naming the file and line of a malformed line, a non-integer, a frame
+            count below 1, a class id out of range, or a missing frame folder.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    path = os.fspath(path)
+    expected = "video_id num_frames class_id" if fmt == "ssv2" else "relative_video_dir class_id"
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read label file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"label file {path} is not UTF-8 text") from None
+
+    records = []
+    for lineno, line in enumerate(lines, start=1):
+        where = f"{path}:{lineno}"
+        if not line.strip():
+            continue
+        if fmt == "ssv2":
+            fields = line.split()
+            if len(fields) != 3 and (labelled or len(fields) != 2):
+                raise DataError(f"{where}: expected '{expected}', got {line.strip()!r}")
+            video_id, label_field = fields[0], (fields[2] if len(fields) == 3 else None)
+        else:
+            # Folder names may contain spaces, so the class id is the last field.
+            fields = line.strip().rsplit(maxsplit=1)
+            if len(fields) == 2 and (labelled or fields[1].lstrip("-").isdigit()):
+                video_id, label_field = fields
+            elif not labelled:
+                video_id, label_field = line.strip(), None
+            else:
+                raise DataError(f"{where}: expected '{expected}', got {line.strip()!r}")
+
+        label = -1
+        if label_field is not None:
+            label = _int(label_field, "class id", where)
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+                raise DataError(f"{where}: class id {label} is outside {bound}")
+
+        folder = os.path.join(os.fspath(frames_root), video_id) if frames_root is not None else video_id
+        if fmt == "ssv2":
+            num_frames = _int(fields[1], "num_frames", where)
+            if check_frames and not os.path.isdir(folder):
+                raise DataError(f"{where}: frame folder {folder} does not exist")
+        else:
+            try:
+                num_frames = count_frames(folder)
+            except DataError as e:
+                raise DataError(f"{where}: {e}") from None
+        if num_frames < 1:
+            what = f"num_frames {num_frames} is below 1" if fmt == "ssv2" else f"no JPEG frames in {folder}"
+            raise DataError(f"{where}: {what}")
+        records.append(VideoRecord(video_id, num_frames, label, folder))
+    return records

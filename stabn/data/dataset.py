@@ -1,0 +1,292 @@
+"""Clips from folders of JPEG frames, as the original's SSv2 dataset made them.
+
+Items are uint8 (see `stabn.data.transforms`): the float work happens batched on the training
+device, in `normalize_batch`. Training items are ``(clip [3, T, S, S], label, index)``;
+evaluation items are ``(views [V, 3, T, S, S], label, index)`` with ``V = num_clips *
+num_crops`` in clip-major order (clip 0 crop 0, clip 0 crop 1, ...), for the evaluator to
+average over.
+
+Training randomness comes from `sampling.sample_rng(seed, epoch, index)` only, so the data do
+not depend on the number of workers or on where a run was resumed. Call `set_epoch` before
+each epoch's ``iter(loader)``: workers copy the dataset when the iterator starts, which is why
+``persistent_workers=True`` would keep them at the epoch they started with.
+
+With ``skip_corrupt=True`` an item whose frames cannot be read is returned as a
+`SkippedItem` (with the one-line reason) instead of raising; `collate_clips` drops those from
+the batch and lists their reasons in `ClipBatch.skipped`.
+
+Clips are channels-last in memory (see `transforms.orient_crops`); use `collate_clips`, which
+keeps them so, and let `normalize_batch` make the float batch channels-first.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate, get_worker_info
+
+from ..errors import DataError
+from .annotations import VideoRecord, count_frames, read_label_file
+from .decode import read_jpeg
+from .sampling import FRAME_TEMPLATE, PADDING_MODES, clip_indices, eval_starts, frame_paths, sample_rng, train_start
+from .transforms import (
+    BGR_MEAN, BGR_STD, CHANNEL_ORDERS, FLIP_MODES, crop_offsets, normalize_batch, orient_crops, random_crop_offset,
+)
+
+PathLike = Union[str, "os.PathLike[str]"]
+MODES = ("train", "eval")
+Item = Tuple[torch.Tensor, int, int]  # (uint8 clip or views, label, dataset index)
+
+
+class SkippedItem(NamedTuple):
+    """Stands for an item that could not be loaded, with ``skip_corrupt=True``."""
+
+    index: int
+    reason: str
+    shape: Tuple[int, ...]  # the shape the item's clip would have had
+
+
+class ClipBatch(NamedTuple):
+    """A collated batch; `skipped` holds the reasons of the items dropped from it."""
+
+    clips: torch.Tensor  # uint8 [B, 3, T, S, S] (train) or [B, V, 3, T, S, S] (eval)
+    labels: torch.Tensor  # int64 [B]
+    indices: torch.Tensor  # int64 [B], dataset indices
+    skipped: Tuple[str, ...]
+
+
+class _ItemBatch(list):
+    """Items from `FrameClipDataset.__getitems__`; `clips` holds all their clips, stacked."""
+
+    clips: torch.Tensor
+
+
+def _new_buffer(shape: Tuple[int, ...]) -> torch.Tensor:
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    # As default_collate does in a worker: shared memory is handed to the main process as is.
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def collate_clips(batch: Sequence[Union[Item, SkippedItem]]) -> ClipBatch:
+    """Stack a list of items into a `ClipBatch`, dropping `SkippedItem`s. If every item was
+    skipped, the tensors have a batch size of 0."""
+    kept = [item for item in batch if not isinstance(item, SkippedItem)]
+    skipped = tuple(item.reason for item in batch if isinstance(item, SkippedItem))
+    if isinstance(batch, _ItemBatch) and not skipped:
+        clips = batch.clips
+    elif kept:
+        # Stack the clips' channels-last buffers as they lie in memory (a plain copy), into
+        # shared memory inside a worker as default_collate does; the batch stays channels-last.
+        clips = default_collate([item[0].movedim(-4, -1) for item in kept]).movedim(-1, -4)
+    else:
+        clips = torch.empty((0,) + tuple(batch[0].shape), dtype=torch.uint8)
+    labels = torch.tensor([item[1] for item in kept], dtype=torch.int64)
+    indices = torch.tensor([item[2] for item in kept], dtype=torch.int64)
+    return ClipBatch(clips, labels, indices, skipped)
+
+
+class FrameClipDataset(Dataset):
+    """Clips of `frame_length` frames from one folder of JPEG frames per video.
+
+    Args:
+        source: a label file (read with `read_label_file`) or a sequence of `VideoRecord`s.
+        frames_root: folder holding the frame folders; None to use the records' ``path``.
+        frame_length: frames per clip, T.
+        frame_size: crop side, S (no resize: frames must be at least S x S).
+        mode: ``"train"`` (random start, random crop, flip) or ``"eval"`` (evenly spaced clips,
+            fixed crops).
+        num_clips, num_crops: evaluation views per video (crops: 1 or 3); 1 for training.
+        channel_order: ``"bgr"`` (the original decoded with OpenCV) or ``"rgb"``.
+        padding: how clips of videos shorter than T are filled (`sampling.clip_indices`).
+        skip_corrupt: return a `SkippedItem` instead of raising on unreadable frames.
+        flip: the training flip, applied with probability 0.5: ``"horizontal"``, ``"vertical"``
+            (what the original's code does: it flips axis 1 of its ``[T, H, W, C]`` arrays) or
+            ``"none"``.
+        seed: base seed of the training randomness.
+        template: frame file name pattern, numbered from 1.
+        fmt, num_classes, labelled: passed to `read_label_file`.
+        backend: JPEG decoder (`decode.read_jpeg`).
+    """
+
+    def __init__(
+        self,
+        source: Union[PathLike, Sequence[VideoRecord]],
+        frames_root: Optional[PathLike],
+        frame_length: int,
+        frame_size: int = 224,
+        mode: str = "train",
+        num_clips: int = 1,
+        num_crops: int = 1,
+        channel_order: str = "bgr",
+        padding: str = "first",
+        skip_corrupt: bool = False,
+        flip: str = "horizontal",
+        seed: int = 0,
+        template: str = FRAME_TEMPLATE,
+        fmt: str = "ssv2",
+        num_classes: Optional[int] = None,
+        labelled: bool = True,
+        backend: Optional[str] = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "train" and (num_clips, num_crops) != (1, 1):
+            raise ValueError("training takes one clip and one crop per video")
+        if num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+        if num_clips < 1 or frame_length < 1 or frame_size < 1:
+            raise ValueError("num_clips, frame_length and frame_size must be >= 1")
+        for name, value, allowed in (("channel_order", channel_order, CHANNEL_ORDERS),
+                                     ("padding", padding, PADDING_MODES), ("flip", flip, FLIP_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+
+        if isinstance(source, (str, os.PathLike)):
+            records = read_label_file(source, frames_root, num_classes, fmt, labelled=labelled)
+        else:
+            records = [r if frames_root is None else r._replace(path=os.path.join(os.fspath(frames_root), r.video_id))
+                       for r in source]
+        self.records: List[VideoRecord] = records
+        self.frame_length = frame_length
+        self.frame_size = frame_size
+        self.mode = mode
+        self.num_clips = num_clips
+        self.num_crops = num_crops
+        self.channel_order = channel_order
+        self.padding = padding
+        self.skip_corrupt = skip_corrupt
+        self.flip = flip
+        self.seed = seed
+        self.template = template
+        self.backend = backend
+        self.epoch = 0
+
+    @property
+    def num_views(self) -> int:
+        """Views per evaluation item, V."""
+        return self.num_clips * self.num_crops
+
+    @property
+    def item_shape(self) -> Tuple[int, ...]:
+        """Shape of an item's uint8 clip (train) or views (eval)."""
+        clip = (3, self.frame_length, self.frame_size, self.frame_size)
+        return clip if self.mode == "train" else (self.num_views,) + clip
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training randomness of `epoch`."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _clips(self, index: int) -> Tuple[Optional[np.random.Generator], List[List[int]]]:
+        record = self.records[index]
+        if self.mode == "train":
+            rng = sample_rng(self.seed, self.epoch, index)
+            starts = [train_start(record.num_frames, self.frame_length, rng)]
+        else:
+            rng = None
+            starts = eval_starts(record.num_frames, self.frame_length, self.num_clips)
+        return rng, [clip_indices(s, record.num_frames, self.frame_length, self.padding) for s in starts]
+
+    def frame_paths(self, index: int) -> List[str]:
+        """The frame files item `index` reads (each once), in the current epoch."""
+        _, clips = self._clips(index)
+        unique = sorted({i for clip in clips for i in clip})
+        return frame_paths(self.records[index].path, unique, self.template)
+
+    def _read(self, folder: str, path: str) -> torch.Tensor:
+        try:
+            return read_jpeg(path, self.backend)
+        except DataError:
+            if not os.path.isdir(folder):
+                raise DataError(f"frame folder {folder} does not exist") from None
+            raise
+
+    def _load(self, index: int, crops: torch.Tensor) -> None:
+        """Fill `crops` ``[V, T, S, S, 3]`` with item `index`'s views (RGB order unless
+        `channel_order` says otherwise; channels-last)."""
+        rng, clips = self._clips(index)
+        folder, s = self.records[index].path, self.frame_size
+        # Each frame is read once and its crops copied out at once, so that only one decoded
+        # frame is alive at a time (fewer fresh pages to fault in).
+        uses: Dict[int, List[Tuple[int, int]]] = {}
+        for k, clip in enumerate(clips):
+            for t, i in enumerate(clip):
+                uses.setdefault(i, []).append((k, t))
+        offsets: List[Tuple[int, int]] = []
+        size: Tuple[int, ...] = ()
+        flip = "none"
+        for i, path in zip(sorted(uses), frame_paths(folder, sorted(uses), self.template)):
+            frame = self._read(folder, path).permute(1, 2, 0)
+            if not offsets:
+                size = tuple(frame.shape[:2])
+                if min(size) < s:
+                    raise DataError(f"frames of {folder} are {size[0]}x{size[1]}, smaller than the {s}x{s} crop")
+                if rng is not None:
+                    offsets = [random_crop_offset(size[0], size[1], s, rng)]
+                    flip = self.flip if rng.random() < 0.5 else "none"
+                else:
+                    offsets = crop_offsets(size[0], size[1], s, self.num_crops)
+            elif tuple(frame.shape[:2]) != size:
+                raise DataError(f"frame {path} is {frame.shape[0]}x{frame.shape[1]}, the other frames "
+                                f"of {folder} are {size[0]}x{size[1]}")
+            for j, (y, x) in enumerate(offsets):
+                crop = orient_crops(frame[y:y + s, x:x + s], self.channel_order, flip)
+                for k, t in uses[i]:
+                    crops[k * len(offsets) + j, t].copy_(crop)
+
+    def _item(self, index: int, crops: torch.Tensor) -> Union[Item, SkippedItem]:
+        try:
+            self._load(index, crops)
+        except DataError as e:
+            if not self.skip_corrupt:
+                raise
+            return SkippedItem(index, str(e), self.item_shape)
+        views = crops.movedim(-1, -4)  # [V, 3, T, S, S], channels-last in memory
+        return views[0] if self.mode == "train" else views, self.records[index].label, index
+
+    def __getitem__(self, index: int) -> Union[Item, SkippedItem]:
+        return self._item(index, torch.empty(self._crops_shape, dtype=torch.uint8))
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Union[Item, SkippedItem]]:
+        """The items of a batch, written into one buffer that `collate_clips` takes as the batch
+        as it is (DataLoader calls this rather than ``__getitem__`` when it exists); in a
+        loader worker the buffer is in shared memory, so it reaches the main process uncopied."""
+        buffer = _new_buffer((len(indices),) + self._crops_shape)
+        items = _ItemBatch(self._item(index, buffer[n]) for n, index in enumerate(indices))
+        clips = buffer.movedim(-1, -4)
+        items.clips = clips[:, 0] if self.mode == "train" else clips
+        return items
+
+    @property
+    def _crops_shape(self) -> Tuple[int, ...]:
+        return (self.num_views, self.frame_length, self.frame_size, self.frame_size, 3)
+
+
+def load_clip(
+    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None
+) -> torch.Tensor:
+    """The original's evaluation preprocessing of one frames folder: the centre clip, the
+    centre crop, BGR, normalised; float32 ``[3, T, S, S]``.
+
+    `num_frames` is the video's frame count as the label file gives it (the original's clip
+    position depends on it); None counts the JPEGs in the folder.
+    """
+    video_dir = os.fspath(video_dir)
+    if num_frames is None:
+        num_frames = count_frames(video_dir)
+    if num_frames < 1:
+        raise DataError(f"no JPEG frames in {video_dir}")
+    record = VideoRecord(os.path.basename(os.path.normpath(video_dir)), num_frames, -1, video_dir)
+    views, _, _ = FrameClipDataset([record], None, frame_length, frame_size, mode="eval")[0]
+    return normalize_batch(views, BGR_MEAN, BGR_STD)[0]
