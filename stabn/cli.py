@@ -1,0 +1,84 @@
+"""Command-line plumbing shared by the entry scripts: config parsing and error reporting."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from .config import Config, load_config
+from .errors import StabnError
+
+
+def run_cli(main: Callable[[], Optional[int]]) -> None:
+    """Run `main`; bad input ends as one `error: ...` line and exit code 2, no traceback."""
+    try:
+        code = main()
+    except StabnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(message)s" if "RANK" in os.environ else "%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def config_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("--logdir", help="run folder; same as logdir=...")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. train.epochs=2 model.width=16")
+    return parser
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> Config:
+    parser = config_parser("Train a model from a YAML config with dotted overrides.")
+    parser.add_argument("--resume", help="checkpoint path, or 'latest'; same as train.resume=...")
+    args = parser.parse_args(argv)
+    overrides: List[str] = list(args.overrides)
+    if args.logdir:
+        overrides.append(f"logdir={args.logdir}")
+    if args.resume:
+        overrides.append(f"train.resume={args.resume}")
+    return load_config(args.config, overrides)
+
+
+def train_main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point of `train_dp.py` (launcher `dp`) and `train_ddp.py` (launcher `ddp`)."""
+    def main() -> None:
+        setup_logging()
+        from .engine.trainer import train
+
+        train(parse_train_args(argv), launcher)
+
+    run_cli(main)
+
+
+def eval_main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point of `eval.py` (one process, or every rank under torchrun)."""
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint: Top-1/Top-5 of both "
+                                     "branches, multi-view inference, attention images.")
+    parser.add_argument("--logdir", required=True, help="run folder (its config.yaml is read; "
+                        "results go to <logdir>/<eval.output>)")
+    parser.add_argument("--checkpoint", help="checkpoint file; default <logdir>/checkpoint-<eval.checkpoint>.pt")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. eval.num_clips=2 eval.num_crops=3")
+    args = parser.parse_args(argv)
+
+    def main() -> None:
+        setup_logging()
+        from .engine.run_eval import eval_job
+
+        eval_job(args.logdir, args.checkpoint, args.overrides)
+
+    run_cli(main)

@@ -1,0 +1,296 @@
+"""Typed run configuration: dataclasses filled from YAML, then `dotted.key=value` overrides.
+
+Every key is declared here with its type and default; an unknown key is an error that
+suggests the closest valid one. The resolved config is saved beside every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from .errors import ConfigError
+from .fileio import atomic_write_text
+
+
+@dataclass
+class ModelConfig:
+    name: str = "abn_resnet50"
+    num_classes: int = 174
+    width: int = 64
+    dropout: float = 0.5
+    pretrained_2d: Optional[str] = None  # local torchvision ResNet state-dict file
+    sync_bn: bool = False
+
+
+@dataclass
+class DataConfig:
+    frames_root: str = ""
+    train_labels: str = ""
+    val_labels: str = ""
+    class_names: Optional[str] = None  # one name per line, line i = class i
+    ground_truth: Optional[str] = None  # boxes and event windows; default: beside frames_root
+    label_format: str = "ssv2"  # ssv2: "id num_frames label"; generic: "dir label"
+    frame_template: str = "%06d.jpg"
+    frame_length: int = 32
+    frame_size: int = 224
+    channel_order: str = "bgr"  # the original decoded with OpenCV
+    padding: str = "first"  # short videos: first | last | loop
+    jitter: str = "tpn"  # tpn (per frame, as the original) | clip | none
+    hflip: bool = True  # the original flips; turn off where classes are left/right mirrors
+    num_workers: int = 4
+    skip_corrupt: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 150
+    batch_size: int = 8  # per process
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "multistep"  # multistep | cosine
+    milestones: List[int] = field(default_factory=lambda: [75, 125])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    channels_last: Optional[bool] = None  # None: on for GPU
+    compile: bool = False
+    seed: int = 0
+    resume: Optional[str] = None  # a checkpoint path, or "latest"
+    save_every: int = 10
+    val_every: int = 1
+    log_every: int = 10
+    max_iters_per_epoch: int = 0  # 0: the whole epoch; >0 shortens epochs for smoke runs
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = "best"  # best | latest | final | a path
+    num_clips: int = 1
+    num_crops: int = 1
+    batch_size: int = 8
+    average: str = "softmax"  # softmax | logits
+    save_attention: bool = False
+    attention_gif: bool = False
+    max_attention_videos: int = 32
+    explain_metrics: bool = False
+    explain_videos: int = 64
+    explain_steps: int = 16
+    output: str = "eval"  # sub-folder of the logdir for results
+
+
+@dataclass
+class Config:
+    logdir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "data.label_format": ("ssv2", "generic"),
+    "data.channel_order": ("bgr", "rgb"),
+    "data.padding": ("first", "last", "loop"),
+    "data.jitter": ("tpn", "clip", "none"),
+    "train.schedule": ("multistep", "cosine"),
+    "train.amp": ("auto", "bf16", "fp16", "off"),
+    "eval.average": ("softmax", "logits"),
+}
+
+
+def _all_keys(cls: type = Config, prefix: str = "") -> List[str]:
+    keys = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys += _all_keys(hint, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _unknown_key(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{where}unknown config key '{key}'{hint}")
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """`value` as type `hint`; strings from the command line are parsed as YAML scalars."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key, where)
+    if isinstance(value, str) and hint is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    bad = ConfigError(f"{where}'{key}' expects {getattr(hint, '__name__', hint)}, got {value!r}")
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(v, args[0], key, where) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise bad
+        return str(value)
+    return value
+
+
+def _apply(cfg: Any, values: Mapping[str, Any], prefix: str, where: str, lines: Mapping[str, int]) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        loc = f"{where}:{lines[key]}: " if key in lines else where
+        if name not in names:
+            raise _unknown_key(key, loc)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{loc}'{key}' must be a mapping of keys, got {value!r}")
+            _apply(getattr(cfg, name), value, key + ".", where, lines)
+        else:
+            setattr(cfg, name, _coerce(value, hint, key, loc))
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> Dict[str, int]:
+    """Dotted key -> 1-based line in the YAML file, for error messages."""
+    lines: Dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = f"{prefix}{k.value}"
+            lines[key] = k.start_mark.line + 1
+            lines.update(_key_lines(v, key + "."))
+    return lines
+
+
+def read_yaml(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """A YAML mapping and the line of each key; syntax errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    return data, _key_lines(node)
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
+    """`["train.epochs=2", ...]` -> nested dict; values stay strings until typed."""
+    nested: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, value = item.split("=", 1)
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with an earlier one")
+        node[parts[-1]] = value
+    return nested
+
+
+def validate(cfg: Config) -> None:
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+    positive = ["model.num_classes", "model.width", "data.frame_length", "data.frame_size",
+                "train.epochs", "train.batch_size", "train.save_every", "train.val_every",
+                "eval.num_clips", "eval.batch_size", "train.log_every", "eval.explain_steps"]
+    for key in positive:
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 1:
+            raise ConfigError(f"'{key}' must be at least 1, got {getattr(getattr(cfg, section), name)!r}")
+    if cfg.eval.num_crops not in (1, 3):
+        raise ConfigError(f"'eval.num_crops' must be 1 or 3, got {cfg.eval.num_crops!r}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout!r}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
+    from .models import MODEL_NAMES
+
+    if cfg.model.name not in MODEL_NAMES:
+        close = difflib.get_close_matches(cfg.model.name, MODEL_NAMES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"'model.name' {cfg.model.name!r} is not a known model{hint}")
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file, then `key=value` overrides; validated."""
+    cfg = Config()
+    if path is not None:
+        data, lines = read_yaml(path)
+        _apply(cfg, data, "", str(path), lines)
+    _apply(cfg, parse_overrides(overrides), "", "command line: ", {})
+    validate(cfg)
+    return cfg
+
+
+def layered_config(layers: Sequence[Tuple[Mapping[str, Any], str]]) -> Config:
+    """Defaults, then each `(values, where)` layer in turn; `where` prefixes its errors."""
+    cfg = Config()
+    for values, where in layers:
+        _apply(cfg, values, "", where, {})
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """A Config from a saved dict (e.g. a run's config.yaml already parsed)."""
+    return layered_config([(data, "saved config: ")])
+
+
+def save_config(cfg: Config, logdir: Union[str, Path]) -> None:
+    """The resolved config as `config.yaml`, and flat as `args.json` like the original."""
+    logdir = Path(logdir)
+    atomic_write_text(logdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    flat = {key: _get(cfg, key) for key in _all_keys()}
+    atomic_write_text(logdir / "args.json", json.dumps(flat, indent=2) + "\n")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value

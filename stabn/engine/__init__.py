@@ -1,0 +1,1 @@
+"""Training loop, evaluation routine and distributed helpers."""

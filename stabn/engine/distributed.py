@@ -1,0 +1,74 @@
+"""Process-group set-up for torchrun (DDP) and single-process (DataParallel / CPU) runs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, List
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    distributed: bool = False  # a torch.distributed process group is up
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(launcher: str) -> DistContext:
+    """`ddp`: join the process group torchrun describes (NCCL on GPUs, Gloo on CPU).
+    `dp`: one process using every visible GPU, or the CPU."""
+    if launcher == "ddp" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            device, backend = torch.device("cuda", local_rank), "nccl"
+        else:
+            device, backend = torch.device("cpu"), "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+        return DistContext(rank, world, local_rank, device, True)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return DistContext(device=device)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_object(obj, src: int = 0):
+    """`obj` of rank `src` on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box: List = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class ShardSampler(Sampler[int]):
+    """Every index exactly once across ranks, without the padding DistributedSampler adds,
+    so that distributed evaluation counts each video once."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -1,0 +1,113 @@
+"""The one evaluation routine: training-time validation and `eval.py` both call it.
+
+Each video arrives as V views (clips x crops); the views go through the model as one batch
+and their scores are averaged per video. Under torch.distributed every video is seen by
+exactly one rank and the counts are summed, so the figures are exact.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..data.transforms import normalize_batch
+from ..metrics import ClassificationMeter
+from ..checkpoint import unwrap_model
+from ..models import STABN, STABNOutput
+from .distributed import DistContext
+
+
+@dataclass
+class EvalResult:
+    num_videos: int
+    views_per_video: int
+    per: ClassificationMeter
+    att: Optional[ClassificationMeter]  # None for models without an attention branch
+
+    def summary(self) -> Dict[str, Any]:
+        """The original's keys (`top-1_accuracy` / `top-5_accuracy` with `per` and `att`)."""
+        out: Dict[str, Any] = {"num_videos": self.num_videos, "views_per_video": self.views_per_video}
+        for k in (1, 5):
+            entry = {"per": self.per.topk()[k]}
+            if self.att is not None:
+                entry["att"] = self.att.topk()[k]
+            out[f"top-{k}_accuracy"] = entry
+        return out
+
+
+def average_views(scores: Tensor, num_views: int, mode: str = "softmax") -> Tensor:
+    """[B*V, K] per-view scores -> [B, K] per-video scores: the mean of the softmax
+    probabilities (default) or of the raw logits."""
+    scores = scores.float().view(-1, num_views, scores.shape[-1])
+    if mode == "softmax":
+        scores = scores.softmax(dim=-1)
+    elif mode != "logits":
+        raise ValueError(f"unknown view averaging {mode!r}; use 'softmax' or 'logits'")
+    return scores.mean(dim=1)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    """Mixed-precision context for `dtype` (None: full precision)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+BatchCallback = Callable[[Tensor, Tensor, Tensor, Any], None]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    ctx: DistContext,
+    num_classes: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    average: str = "softmax",
+    amp_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+    on_batch: Optional[BatchCallback] = None,
+    on_skipped: Optional[Callable[[Sequence[str]], None]] = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Top-1/Top-5 of both branches over `loader`, whose batches are `ClipBatch`es of
+    uint8 views [B, V, 3, T, S, S]; `on_skipped` hears of videos the loader dropped.
+
+    `on_batch(clips, labels, indices, outputs)` sees each normalised batch (views flattened
+    to [B*V, ...]) and the model's raw output, e.g. to draw attention maps."""
+    model.eval()
+    per = ClassificationMeter(num_classes)
+    # Decided up front, not from the outputs: a rank with no videos must still all-reduce.
+    att = ClassificationMeter(num_classes) if isinstance(unwrap_model(model), STABN) else None
+    views_per_video = 0
+    bar = tqdm(loader, desc="eval", leave=False, disable=not (progress and ctx.is_main))
+    for views, labels, indices, skipped in bar:
+        if skipped and on_skipped is not None:
+            on_skipped(skipped)
+        if labels.numel() == 0:
+            continue
+        b, v = views.shape[:2]
+        views_per_video = v
+        clips = views.to(ctx.device, non_blocking=True).flatten(0, 1)
+        clips = normalize_batch(clips, mean, std)
+        if channels_last:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(ctx.device, amp_dtype):
+            outputs = model(clips)
+        if isinstance(outputs, STABNOutput):
+            att.update(average_views(outputs.att_logits, v, average), labels)
+            logits = outputs.logits
+        else:
+            logits = outputs
+        per.update(average_views(logits, v, average), labels)
+        if on_batch is not None:
+            on_batch(clips, labels, indices, outputs)
+    per.all_reduce()
+    if att is not None:
+        att.all_reduce()
+    return EvalResult(per.count, views_per_video, per, att)

@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stabn.config import Config, config_from_dict, load_config, save_config
+from stabn.errors import ConfigError
+from conftest import REPO
+
+
+def write(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_then_dotted_overrides(tmp_path):
+    path = write(tmp_path, "logdir: runs/a\nmodel:\n  name: abn_resnet18\n  width: 16\ntrain:\n  epochs: 5\n")
+    cfg = load_config(path, ["train.epochs=2", "train.lr=0.1", "train.milestones=[1, 2]",
+                             "train.resume=latest", "data.skip_corrupt=true"])
+    assert (cfg.logdir, cfg.model.name, cfg.model.width) == ("runs/a", "abn_resnet18", 16)
+    assert cfg.train.epochs == 2 and cfg.train.lr == 0.1 and cfg.train.milestones == [1, 2]
+    assert cfg.train.resume == "latest" and cfg.data.skip_corrupt is True
+    assert cfg.train.momentum == 0.9  # untouched default
+
+
+def test_unknown_key_names_file_line_and_closest_key(tmp_path):
+    path = write(tmp_path, "model:\n  name: abn_resnet18\ntrain:\n  epochs: 2\n  lr_rate: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:5: unknown config key 'train.lr_rate'; did you mean 'train.lr'?"
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'; did you mean 'train.epochs'"):
+        load_config(None, ["train.epoch=3"])
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = write(tmp_path, "model:\n  name: abn_resnet18\n  width: [16\ntrain:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:\d+: YAML syntax error"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=two", "'train.epochs' expects int, got 'two'"),
+    ("train.epochs=0", "'train.epochs' must be at least 1"),
+    ("data.padding=wrap", "'data.padding' must be one of first, last, loop"),
+    ("model.name=abn_resnet5", "did you mean 'abn_resnet50'"),
+    ("eval.num_crops=2", "'eval.num_crops' must be 1 or 3"),
+    ("train.nesterov=maybe", "'train.nesterov' expects bool"),
+    ("train", "is not of the form key=value"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+def test_resolved_config_is_saved_and_reads_back(tmp_path):
+    cfg = load_config(None, ["model.name=resnet18", "train.epochs=3"])
+    save_config(cfg, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config_from_dict(saved) == cfg
+    args = json.loads((tmp_path / "args.json").read_text())
+    assert args["train.epochs"] == 3 and args["model.name"] == "resnet18"
+
+
+@pytest.mark.parametrize("name", ["ssv2/abn_resnet50.yaml", "ssv2/resnet50.yaml",
+                                  "ssv2/resnet101.yaml", "synthetic.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert isinstance(cfg, Config)
+
+
+def test_ssv2_recipe_is_the_originals():
+    cfg = load_config(REPO / "configs/ssv2/abn_resnet50.yaml")
+    t = cfg.train
+    assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (150, 8, 0.01, 0.9, 5e-4)
+    assert (t.milestones, t.gamma, cfg.model.dropout) == ([75, 125], 0.1, 0.5)
+    assert (cfg.data.frame_length, cfg.data.frame_size, cfg.model.num_classes) == (32, 224, 174)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    path = write(tmp_path, "train:\n  epochz: 2\n")
+    proc = subprocess.run([sys.executable, str(REPO / "train_dp.py"), "--config", str(path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {path}:2: unknown config key 'train.epochz'; did you mean 'train.epochs'?"
