@@ -1,0 +1,210 @@
+"""`eval.py`: a trained checkpoint on the validation list, with multi-view inference,
+per-class figures, attention images and, optionally, explanation metrics."""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ..checkpoint import load_pretrained, read_checkpoint
+from ..config import Config, layered_config, parse_overrides
+from ..data import collate_clips
+from ..errors import ConfigError
+from ..explain.visualize import denormalize, jet, save_attention
+from ..fileio import atomic_write, atomic_write_text
+from ..models import STABNOutput
+from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
+from .evaluate import EvalResult, evaluate
+from .trainer import amp_dtype, make_dataset
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_NAMES = {"best": "checkpoint-best.pt", "latest": "checkpoint-latest.pt",
+                     "final": "checkpoint-final.pt"}
+
+
+def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_eval_config(logdir: str, checkpoint: Optional[str], overrides: Sequence[str]):
+    """The config a checkpoint was trained with (the run's config.yaml, else the one stored
+    in the checkpoint), then the overrides. Also returns the checkpoint path and the keys
+    given explicitly, which are the hints for files of the original."""
+    run = Path(logdir)
+    command_line = parse_overrides(overrides)
+    layers: List = []
+    saved_path = run / "config.yaml"
+    if saved_path.is_file():
+        layers.append((yaml.safe_load(saved_path.read_text()) or {}, f"{saved_path}: "))
+    layers.append((command_line, "command line: "))
+    layers.append(({"logdir": logdir}, "--logdir: "))
+    cfg = layered_config(layers)
+    if checkpoint is None:
+        name = cfg.eval.checkpoint
+        path = run / _CHECKPOINT_NAMES[name] if name in _CHECKPOINT_NAMES else Path(name)
+    else:
+        path = Path(checkpoint)
+    if not saved_path.is_file():
+        stored = read_checkpoint(path).get("run_config")
+        if isinstance(stored, Mapping):
+            layers.insert(0, (dict(stored), f"{path}: "))
+            cfg = layered_config(layers)
+    explicit: Dict[str, Any] = {}
+    for values, _ in layers:
+        explicit = _merge(explicit, values)
+    return cfg, path, explicit
+
+
+def _model_hints(cfg: Config, explicit: Mapping[str, Any]) -> Dict[str, Any]:
+    """The model keys the user (or the run's config) gave, typed; the checkpoint or its
+    weights decide the rest."""
+    model, data = explicit.get("model", {}), explicit.get("data", {})
+    keys = {"model": ("name" in model, cfg.model.name),
+            "num_classes": ("num_classes" in model, cfg.model.num_classes),
+            "width": ("width" in model, cfg.model.width),
+            "frame_length": ("frame_length" in data, cfg.data.frame_length),
+            "frame_size": ("frame_size" in data, cfg.data.frame_size)}
+    return {k: value for k, (given, value) in keys.items() if given}
+
+
+def _class_names(cfg: Config) -> List[str]:
+    if cfg.data.class_names and Path(cfg.data.class_names).is_file():
+        names = [line.strip() for line in Path(cfg.data.class_names).read_text().splitlines() if line.strip()]
+        if len(names) == cfg.model.num_classes:
+            return names
+    return [str(i) for i in range(cfg.model.num_classes)]
+
+
+def confusion_png(confusion: torch.Tensor, scale: int = 4) -> bytes:
+    """Row-normalised confusion matrix as a jet-coloured PNG, `scale` px per cell."""
+    m = confusion.double()
+    rows = m.sum(dim=1, keepdim=True).clamp_min(1)
+    image = jet((m / rows).numpy())
+    image = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_reports(out: Path, result: EvalResult, names: Sequence[str], extra: Mapping[str, Any]) -> Dict[str, Any]:
+    """results.json (the original's keys and more), per_class.csv, confusion.csv/.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    per_class = result.per.per_class_accuracy().tolist()
+    support = result.per.confusion.sum(dim=1).tolist()
+    summary = {**result.summary(), **extra,
+               "per_class_accuracy": {n: (None if np.isnan(a) else a) for n, a in zip(names, per_class)}}
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["class_id", "class_name", "videos", "top1_accuracy"])
+    for i, (n, s, a) in enumerate(zip(names, support, per_class)):
+        writer.writerow([i, n, s, "" if np.isnan(a) else f"{a:.6f}"])
+    atomic_write_text(out / "per_class.csv", text.getvalue())
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["true\\predicted"] + list(names))
+    for n, row in zip(names, result.per.confusion.tolist()):
+        writer.writerow([n] + row)
+    atomic_write_text(out / "confusion.csv", text.getvalue())
+    png = confusion_png(result.per.confusion)
+    atomic_write(out / "confusion.png", lambda f: f.write(png))
+    return summary
+
+
+class AttentionWriter:
+    """Saves the attention image of one view per video (the middle clip, centre crop)."""
+
+    def __init__(self, out: Path, dataset, cfg: Config, mean, std) -> None:
+        self.out, self.dataset, self.cfg = out, dataset, cfg
+        self.mean, self.std = mean, std
+        self.view = (cfg.eval.num_clips // 2) * cfg.eval.num_crops + cfg.eval.num_crops // 2
+        self.views = cfg.eval.num_clips * cfg.eval.num_crops
+        self.remaining = cfg.eval.max_attention_videos
+
+    def __call__(self, clips, labels, indices, outputs) -> None:
+        if not isinstance(outputs, STABNOutput) or self.remaining <= 0:
+            return
+        for b, index in enumerate(indices.tolist()):
+            if self.remaining <= 0:
+                return
+            i = b * self.views + self.view
+            frames = denormalize(clips[i], self.mean, self.std, self.cfg.data.channel_order)
+            video_id = self.dataset.records[index].video_id
+            save_attention(self.out / f"{video_id}.png", frames, outputs.spatial_attention[i],
+                           outputs.temporal_attention[i], gif=self.cfg.eval.attention_gif)
+            self.remaining -= 1
+
+
+def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: DistContext) -> Dict[str, Any]:
+    """Evaluate `checkpoint` on `cfg.data.val_labels`; rank 0 writes the reports."""
+    model = load_pretrained(checkpoint, **_model_hints(cfg, explicit))
+    mc = model.stabn_config
+    # The checkpoint decides the architecture and preprocessing it was trained with.
+    cfg.model.name, cfg.model.num_classes, cfg.model.width = mc["model"], mc["num_classes"], mc.get("width", 64)
+    cfg.data.frame_length, cfg.data.frame_size = mc["frame_length"], mc.get("frame_size", cfg.data.frame_size)
+    cfg.data.channel_order = mc.get("channel_order", cfg.data.channel_order)
+    mean, std = mc["mean"], mc["std"]
+    if not cfg.data.val_labels:
+        raise ConfigError("data.val_labels is not set: give data.val_labels=... and data.frames_root=...")
+
+    dataset = make_dataset(cfg, cfg.data.val_labels, "eval", cfg.eval.num_clips, cfg.eval.num_crops)
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size,
+                        sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+                        num_workers=cfg.data.num_workers, collate_fn=collate_clips,
+                        pin_memory=ctx.device.type == "cuda")
+    model.to(ctx.device)
+    out = Path(cfg.logdir) / cfg.eval.output
+    on_batch = None
+    if cfg.eval.save_attention:
+        on_batch = AttentionWriter(out / "attention", dataset, cfg, mean, std)
+    skipped: List[str] = []
+    result = evaluate(model, loader, ctx, cfg.model.num_classes, mean, std, cfg.eval.average,
+                      amp_dtype=amp_dtype(cfg.train.amp, ctx.device), on_batch=on_batch,
+                      on_skipped=skipped.extend)
+    extra: Dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model.name,
+                             "average": cfg.eval.average, "num_clips": cfg.eval.num_clips,
+                             "num_crops": cfg.eval.num_crops}
+    if cfg.eval.explain_metrics:
+        from ..explain.metrics import explanation_metrics
+
+        extra["explanation"] = explanation_metrics(model, cfg, dataset, ctx, mean, std)
+    summary: Dict[str, Any] = {}
+    if ctx.is_main:
+        summary = write_reports(out, result, _class_names(cfg), extra)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log.info("Top-1 %s, Top-5 %s over %d videos x %d views; reports in %s",
+                 summary["top-1_accuracy"], summary["top-5_accuracy"], result.num_videos,
+                 result.views_per_video, out)
+    if skipped:
+        log.warning("%d videos could not be read and were skipped", len(skipped))
+    barrier()
+    return summary
+
+
+def eval_job(logdir: str, checkpoint: Optional[str], overrides: Sequence[str]) -> Dict[str, Any]:
+    """`eval.py`'s work: one process, or one rank under torchrun."""
+    cfg, path, explicit = resolve_eval_config(logdir, checkpoint, overrides)
+    ctx = setup_distributed("ddp")
+    try:
+        return run_eval(cfg, path, explicit, ctx)
+    finally:
+        cleanup_distributed()

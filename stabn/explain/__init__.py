@@ -1,0 +1,1 @@
+"""Attention images and explanation metrics."""

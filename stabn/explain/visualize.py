@@ -1,0 +1,95 @@
+"""Attention images in the original's layout, drawn with numpy and Pillow.
+
+Each frame is blended 0.6 * frame + 0.4 * jet(spatial attention, bilinearly upsampled),
+with a 20 px bar coloured by the frame's temporal attention above it; frames go in rows
+of 8.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+BAR_HEIGHT = 20
+FRAMES_PER_ROW = 8
+FRAME_WEIGHT, ATTENTION_WEIGHT = 0.6, 0.4
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """The jet colour map: values in [0, 1] -> uint8 RGB, blue (0) to red (1)."""
+    v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
+    # Piecewise-linear ramps centred at 3/4 (red), 1/2 (green) and 1/4 (blue).
+    rgb = np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0], dtype=np.float32)), 0.0, 1.0)
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def denormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                channel_order: str = "bgr") -> np.ndarray:
+    """A normalised clip [3, T, H, W] back to uint8 RGB frames [T, H, W, 3]."""
+    m = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    pixels = (clip.detach().float().cpu() * s + m).clamp(0, 255).round().to(torch.uint8)
+    if channel_order == "bgr":
+        pixels = pixels.flip(0)
+    return pixels.permute(1, 2, 3, 0).numpy()
+
+
+def upsample_spatial(spatial: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Spatial attention [1, T, h, w] (or [T, h, w]) bilinearly resized to [T, H, W]."""
+    maps = spatial.detach().float().cpu().reshape(-1, 1, *spatial.shape[-2:])
+    maps = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)
+    return maps[:, 0].numpy()
+
+
+def overlay_frames(frames: np.ndarray, spatial: np.ndarray, temporal: np.ndarray) -> List[np.ndarray]:
+    """Per frame: the blended frame under its temporal-attention bar, uint8 [20 + H, W, 3].
+
+    `frames` uint8 [T, H, W, 3]; `spatial` [T, H, W] at frame size; `temporal` [T]."""
+    t, h, w, _ = frames.shape
+    blended = FRAME_WEIGHT * frames.astype(np.float32) + ATTENTION_WEIGHT * jet(spatial).astype(np.float32)
+    blended = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    bars = np.broadcast_to(jet(np.asarray(temporal).reshape(t, 1, 1)), (t, BAR_HEIGHT, w, 3))
+    return [np.concatenate([bars[i], blended[i]], axis=0) for i in range(t)]
+
+
+def attention_grid(tiles: Sequence[np.ndarray], per_row: int = FRAMES_PER_ROW) -> np.ndarray:
+    """Tiles of equal size in rows of `per_row`; unused cells of the last row stay black."""
+    th, tw, _ = tiles[0].shape
+    rows = (len(tiles) + per_row - 1) // per_row
+    cols = min(per_row, len(tiles))
+    grid = np.zeros((rows * th, cols * tw, 3), dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, per_row)
+        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
+    return grid
+
+
+def attention_image(frames: np.ndarray, spatial: torch.Tensor, temporal: torch.Tensor) -> np.ndarray:
+    """The original's attention figure for one clip: uint8 RGB, rows of 8 frames.
+
+    `frames` uint8 RGB [T, H, W, 3]; `spatial` [1, T, h, w]; `temporal` [1, T, 1, 1]."""
+    _, h, w, _ = frames.shape
+    maps = upsample_spatial(spatial, h, w)
+    return attention_grid(overlay_frames(frames, maps, temporal.detach().float().cpu().flatten().numpy()))
+
+
+def save_attention(path: Union[str, Path], frames: np.ndarray, spatial: torch.Tensor,
+                   temporal: torch.Tensor, gif: bool = False, gif_ms: int = 125) -> List[Path]:
+    """Write the attention PNG (and, with `gif`, an animation of the overlaid frames)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(attention_image(frames, spatial, temporal)).save(path)
+    written = [path]
+    if gif:
+        _, h, w, _ = frames.shape
+        tiles = overlay_frames(frames, upsample_spatial(spatial, h, w),
+                               temporal.detach().float().cpu().flatten().numpy())
+        images = [Image.fromarray(t) for t in tiles]
+        gif_path = path.with_suffix(".gif")
+        images[0].save(gif_path, save_all=True, append_images=images[1:], duration=gif_ms, loop=0)
+        written.append(gif_path)
+    return written

@@ -1,0 +1,129 @@
+"""eval.py end to end, and the evaluation routine against a hand computation."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from stabn.config import load_config
+from stabn.data.synthetic import make_synthetic_dataset
+from stabn.engine.distributed import DistContext
+from stabn.engine.evaluate import evaluate
+from stabn.engine.trainer import Trainer
+from stabn.data import ClipBatch
+from conftest import REPO
+
+NUM_VAL = 5
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    make_synthetic_dataset(data, num_train=8, num_val=NUM_VAL, frames=12, size=40, seed=5, workers=1)
+    logdir = tmp_path_factory.mktemp("run")
+    cfg = load_config(REPO / "configs/synthetic.yaml", [
+        f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
+        f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
+        f"data.class_names={data}/classes.txt", "data.frame_length=8", "data.frame_size=32",
+        "data.num_workers=0", "train.epochs=1", "train.batch_size=4", "eval.batch_size=2"])
+    torch.set_num_threads(1)
+    Trainer(cfg, DistContext()).fit()
+    return logdir, data
+
+
+def run_eval(*args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "eval.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
+    logdir, data = trained_run
+    proc = run_eval("--logdir", logdir, "eval.num_clips=2", "eval.num_crops=3", "eval.save_attention=true",
+                    "eval.explain_metrics=true", "eval.explain_steps=4", "eval.attention_gif=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = logdir / "eval"
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_videos"] == NUM_VAL and results["views_per_video"] == 6
+    for k in ("top-1_accuracy", "top-5_accuracy"):
+        assert set(results[k]) == {"per", "att"}
+        assert all(0 <= v <= 1 and (v * NUM_VAL) == pytest.approx(round(v * NUM_VAL)) for v in results[k].values())
+    assert results["top-5_accuracy"]["per"] >= results["top-1_accuracy"]["per"]
+    expl = results["explanation"]
+    assert expl["videos"] == NUM_VAL
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
+                "pointing_game", "temporal_hit"):
+        assert 0.0 <= expl[key] <= 1.0, key
+    assert expl["pointing_frames"] > 0
+
+    rows = list(csv.reader((out / "per_class.csv").open()))
+    assert rows[0] == ["class_id", "class_name", "videos", "top1_accuracy"] and len(rows) == 9
+    assert sum(int(r[2]) for r in rows[1:]) == NUM_VAL
+    confusion = list(csv.reader((out / "confusion.csv").open()))
+    assert sum(int(x) for row in confusion[1:] for x in row[1:]) == NUM_VAL
+    assert Image.open(out / "confusion.png").size == (8 * 4, 8 * 4)
+
+    pngs = sorted((out / "attention").glob("*.png"))
+    assert len(pngs) == NUM_VAL and len(list((out / "attention").glob("*.gif"))) == NUM_VAL
+    assert Image.open(pngs[0]).size == (8 * 32, 20 + 32)  # 8 frames in one row, bar above
+
+
+def test_eval_reads_an_original_checkpoint_with_hints(trained_run, tmp_path):
+    logdir, data = trained_run
+    ckpt = torch.load(logdir / "checkpoint-final.pt", weights_only=True)
+    original = {"epoch": 1, "iteration": 2, "best_score": 0.0,
+                "model_state_dict": {f"module.{k}": v for k, v in ckpt["model_state_dict"].items()},
+                "optimizer_state_dict": ckpt["optimizer_state_dict"], "scheduler_state_dict": None}
+    torch.save(original, tmp_path / "original.pt")
+    proc = run_eval("--logdir", tmp_path / "orig_eval", "--checkpoint", tmp_path / "original.pt",
+                    f"data.frames_root={data}/frames", f"data.val_labels={data}/val.txt",
+                    "data.frame_size=32", "data.num_workers=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = json.loads((logdir / "eval" / "results.json").read_text()) if (logdir / "eval").exists() else None
+    results = json.loads((tmp_path / "orig_eval" / "eval" / "results.json").read_text())
+    assert results["model"] == "abn_resnet18" and results["num_videos"] == NUM_VAL
+    assert ours is None or "top-1_accuracy" in ours
+
+
+def test_eval_bad_input_is_one_line(trained_run, tmp_path):
+    logdir, _ = trained_run
+    proc = run_eval("--logdir", logdir, "eval.num_clipz=2", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: command line: unknown config key 'eval.num_clipz'; did you mean 'eval.num_clips'?"
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    proc = run_eval("--logdir", logdir, "--checkpoint", tmp_path / "junk.pt", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {tmp_path / 'junk.pt'}: not a PyTorch checkpoint")
+    assert "could run code" not in proc.stderr
+
+
+class MeanModel(nn.Module):
+    """Logits [m, 0, -m] from the clip's mean value m: known scores for known inputs."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3, 4))
+        return torch.stack([m, torch.zeros_like(m), -m], dim=1)
+
+
+def test_evaluate_averages_views_like_the_hand_computation():
+    # 2 videos x 3 views; views are constant clips whose normalised mean is known
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    values = [[3, 0, 0], [0, 0, 1]]  # per-view pixel values
+    views = torch.tensor(values, dtype=torch.uint8).view(2, 3, 1, 1, 1, 1).expand(2, 3, 3, 2, 4, 4).contiguous()
+    batch = ClipBatch(views, torch.tensor([0, 2]), torch.tensor([0, 1]), ())
+    result = evaluate(MeanModel(), [batch], DistContext(), 3, mean, std, progress=False)
+
+    def softmax(m):
+        e = torch.tensor([m, 0.0, -m]).exp()
+        return e / e.sum()
+
+    by_hand = [sum(softmax(v) for v in vs) / 3 for vs in values]
+    # video 0: mean of softmax favours class 0 (label 0: hit); video 1: class 0 too (label 2: miss)
+    assert [int(p.argmax()) for p in by_hand] == [0, 0]
+    assert result.num_videos == 2 and result.views_per_video == 3
+    assert result.per.topk()[1] == 0.5
+    assert result.per.confusion.tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 0]]
+    assert result.att is None
