@@ -52,6 +52,13 @@ def test_eval_on_given_frames(tmp_path, capsys):
     assert report["mode"] == "eval" and report["views"] == 6 and report["jitter"] is None
 
 
+def test_rgb_output_order(tmp_path, capsys):
+    make_frames(tmp_path, num_videos=2, num_frames=6, height=40, width=56)
+    assert main(["loader", "--frames-root", str(tmp_path), "--channel-order", "rgb", *TINY]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["channel_order"] == "rgb" and report["mode"] == "train" and report["clips_per_s"] > 0
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main(["loader", "--make-frames", str(tmp_path), *TINY, "--frame-size", "64"]) == 2
     err = capsys.readouterr().err.strip()

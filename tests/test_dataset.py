@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from stabn.data import (
     ClipBatch, FrameClipDataset, SkippedItem, VideoRecord, collate_clips, eval_starts, load_clip, normalize_batch,
-    BGR_MEAN, BGR_STD,
+    read_jpeg, BGR_MEAN, BGR_STD,
 )
 from stabn.errors import DataError
 
@@ -28,11 +28,11 @@ def make_video(root, name, num_frames, height=H, width=W):
 
 
 def decode_view(view):
-    """(frame indices, (y, x) of the crop, mirrored?) of a BGR uint8 view [3, T, S, S]."""
+    """(frame indices, (y, x) of the crop, mirrored?) of an RGB uint8 view [3, T, S, S]."""
     v = view.double()
-    frames = ((v[2].mean((1, 2)) - 5) / 10).round().long().tolist()
+    frames = ((v[0].mean((1, 2)) - 5) / 10).round().long().tolist()
     x0 = round(v[1].mean().item() / 3 - (S - 1) / 2)
-    y0 = round(v[0].mean().item() / 4 - (S - 1) / 2)
+    y0 = round(v[2].mean().item() / 4 - (S - 1) / 2)
     mirrored = v[1, :, :, 0].mean() > v[1, :, :, -1].mean()
     return frames, (y0, x0), bool(mirrored)
 
@@ -83,11 +83,21 @@ def test_train_clips(videos):
     assert seen_flips == {True, False}
 
 
-def test_rgb_is_bgr_reversed(videos):
-    bgr = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, mode="train", seed=3)
-    rgb = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, mode="train", seed=3, channel_order="rgb")
-    for i in range(3):
-        assert torch.equal(rgb[i][0], bgr[i][0].flip(0))
+def test_clips_are_the_decoded_rgb_pixels(videos):
+    ds = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, mode="eval", num_clips=2, num_crops=3)
+    views, _, _ = ds[0]
+    for view, (start, (y, x)) in zip(views, [(s, (8, x)) for s in eval_starts(10, T, 2) for x in (0, 16, 32)]):
+        for t in range(T):
+            frame = read_jpeg(videos / "frames" / "10" / ("%06d.jpg" % (start + t + 1)))
+            assert torch.equal(view[:, t], frame[:, y:y + S, x:x + S])
+    ds = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, mode="train", seed=3)
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        clip, _, _ = ds[1]
+        frames, (y, x), mirrored = decode_view(clip)
+        for t, i in enumerate(frames):
+            crop = read_jpeg(videos / "frames" / "20" / ("%06d.jpg" % (i + 1)))[:, y:y + S, x:x + S]
+            assert torch.equal(clip[:, t], crop.flip(-1) if mirrored else crop)
 
 
 def test_train_sampling_is_reproducible(videos):
@@ -125,6 +135,31 @@ def test_getitems_fills_one_batch(videos):
     assert torch.equal(batch.clips[0], ds[1][0]) and torch.equal(batch.clips[1], ds[0][0])
     x = normalize_batch(batch.clips, BGR_MEAN, BGR_STD)
     assert x.shape == batch.clips.shape and x.dtype == torch.float32
+
+
+def test_getitems_reuses_its_buffer_only_once_released(videos):
+    import pickle
+
+    ds = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, seed=4)
+    fresh = [ds[i][0].clone() for i in range(3)]
+    first = collate_clips(ds.__getitems__([0, 1]))
+    second = collate_clips(ds.__getitems__([2, 0]))  # the first batch is alive: not overwritten
+    assert second.clips.data_ptr() != first.clips.data_ptr()
+    assert torch.equal(first.clips[0], fresh[0]) and torch.equal(first.clips[1], fresh[1])
+    assert torch.equal(second.clips[0], fresh[2]) and torch.equal(second.clips[1], fresh[0])
+    view = second.clips[1, 1:2]  # a view of the second batch keeps its buffer
+    del first, second
+    third = collate_clips(ds.__getitems__([2, 1]))
+    assert torch.equal(view, fresh[0][1:2])  # not overwritten
+    assert torch.equal(third.clips[0], fresh[2]) and torch.equal(third.clips[1], fresh[1])
+    ptr = third.clips.data_ptr()
+    del third  # nothing holds its buffer now: the next batch is written into it
+    fourth = collate_clips(ds.__getitems__([1, 2]))
+    assert fourth.clips.data_ptr() == ptr
+    assert torch.equal(fourth.clips[0], fresh[1]) and torch.equal(fourth.clips[1], fresh[2])
+    del fourth
+    assert collate_clips(ds.__getitems__([0])).clips.shape == (1, 3, T, S, S)  # another shape: a new one
+    assert len(pickle.loads(pickle.dumps(ds))._spare) == 0
 
 
 def test_corrupt_frames(videos):
@@ -167,9 +202,11 @@ def test_bad_videos_are_named(videos):
 
 def test_arguments_are_checked(videos):
     for kwargs in ({"mode": "test"}, {"num_clips": 2}, {"mode": "eval", "num_crops": 2}, {"padding": "zero"},
-                   {"channel_order": "bgra"}, {"flip": "both"}):
+                   {"flip": "both"}):
         with pytest.raises(ValueError):
             FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, **kwargs)
+    with pytest.raises(TypeError):  # clips are RGB; normalize_batch puts them in the model's order
+        FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, channel_order="bgr")
 
 
 def test_load_clip_equals_the_original(fixtures_dir):
@@ -187,6 +224,9 @@ def test_load_clip_equals_the_original(fixtures_dir):
                                        rtol=0, atol=1e-3)
             torch.testing.assert_close(x.std((2, 3)).double(), torch.tensor(clip["std_ct"], dtype=torch.float64),
                                        rtol=0, atol=1e-3)
+            rgb = load_clip(root / "frames" / clip["video_id"], expected["frame_length"], expected["frame_size"], n,
+                            channel_order="rgb")
+            assert torch.equal(rgb, x.flip(0))
 
 
 def test_load_clip_of_an_empty_folder(tmp_path):

@@ -12,7 +12,7 @@ from stabn.errors import DataError
 
 
 def random_clips(shape, seed=0, channels_last=True):
-    """uint8 clips [..., 3, T, H, W]; channels-last in memory, like the dataset's."""
+    """uint8 RGB clips [..., 3, T, H, W]; channels-last in memory, like the dataset's."""
     g = torch.Generator().manual_seed(seed)
     *lead, c, t, h, w = shape
     x = torch.randint(0, 256, (*lead, t, h, w, c), dtype=torch.uint8, generator=g)
@@ -20,7 +20,7 @@ def random_clips(shape, seed=0, channels_last=True):
     return x if channels_last else x.contiguous()
 
 
-# --- crops, channel order, flips -------------------------------------------------------------
+# --- crops, flips -----------------------------------------------------------------------------
 
 def test_centre_crop_matches_the_original():
     assert center_crop_offset(240, 320, 224) == (8, 48)
@@ -36,18 +36,19 @@ def test_three_crops_span_the_longer_side():
         crop_offsets(240, 427, 224, 5)
 
 
-@pytest.mark.parametrize("order", ["bgr", "rgb"])
 @pytest.mark.parametrize("flip", ["none", "horizontal", "vertical"])
-def test_orient_crops(order, flip):
+def test_orient_crops(flip):
     crops = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)  # [T, H, W, C] RGB
-    expected = crops.numpy()
-    if order == "bgr":
-        expected = expected[..., ::-1]
+    expected = crops.numpy()  # the channels stay RGB, as decoded
     if flip == "horizontal":
         expected = expected[:, :, ::-1]
     elif flip == "vertical":
         expected = expected[:, ::-1]
-    assert np.array_equal(orient_crops(crops, order, flip).numpy(), expected)
+    assert np.array_equal(orient_crops(crops, flip).numpy(), expected)
+    if flip == "none":
+        assert orient_crops(crops, flip) is crops
+    with pytest.raises(ValueError):
+        orient_crops(crops, "both")
 
 
 # --- normalisation and jitter ------------------------------------------------------------------
@@ -57,15 +58,33 @@ def test_mean_std_orders():
     assert mean_std("rgb") == (BGR_MEAN[::-1], BGR_STD[::-1])
 
 
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_normalize_without_jitter(channels_last):
+def test_normalize_without_jitter(order, channels_last):
     x = random_clips((2, 3, 4, 6, 5), channels_last=channels_last)
-    y = normalize_batch(x, BGR_MEAN, BGR_STD)
+    mean, std = mean_std(order)
+    y = normalize_batch(x, mean, std, channel_order=order)
     assert y.dtype == torch.float32 and y.shape == x.shape and y.is_contiguous()
-    expected = (x.double() - torch.tensor(BGR_MEAN).view(3, 1, 1, 1)) / torch.tensor(BGR_STD).view(3, 1, 1, 1)
+    ordered = x.flip(1) if order == "bgr" else x  # output plane c is RGB channel 2 - c for BGR
+    expected = (ordered.double() - torch.tensor(mean).view(3, 1, 1, 1)) / torch.tensor(std).view(3, 1, 1, 1)
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-5)
     for i in range(2):
-        torch.testing.assert_close(y[i], reference_normalize_clip(x[i], BGR_MEAN, BGR_STD), rtol=0, atol=1e-5)
+        torch.testing.assert_close(y[i], reference_normalize_clip(x[i], mean, std, channel_order=order),
+                                   rtol=0, atol=1e-5)
+    if order == "bgr":
+        torch.testing.assert_close(y, normalize_batch(x, BGR_MEAN, BGR_STD), rtol=0, atol=0)  # the default
+
+
+def test_channel_order_is_checked():
+    x = random_clips((1, 3, 2, 4, 4))
+    with pytest.raises(ValueError, match="channel_order"):
+        normalize_batch(x, BGR_MEAN, BGR_STD, channel_order="bgra")
+    with pytest.raises(ValueError, match="channel_order"):
+        normalize_batch(x, BGR_MEAN, BGR_STD, JitterConfig(), channel_order="bgra")
+    with pytest.raises(ValueError, match="channel_order"):
+        reference_normalize_clip(x[0], BGR_MEAN, BGR_STD, channel_order="bgra")
+    with pytest.raises(TypeError):
+        JitterConfig(channel_order="bgr")  # the output order is normalize_batch's
 
 
 def test_normalize_views_and_out():
@@ -85,13 +104,13 @@ def test_normalize_views_and_out():
 def test_batched_jitter_equals_the_step_by_step_reference(mode, order, monkeypatch):
     # Tiles of 3 rows, so that the last tile of the 7 rows is a partial one.
     monkeypatch.setattr(transforms, "_TILE_BYTES", 3 * 3 * 5 * 6 * 4)
-    config = JitterConfig(mode=mode, channel_order=order)
+    config = JitterConfig(mode=mode)
     mean, std = mean_std(order)
     x = random_clips((4, 3, 5, 7, 6), seed=1)
     params = draw_jitter_params(4, 5, config, torch.Generator().manual_seed(2))
-    y = normalize_batch(x, mean, std, config, params=params)
+    y = normalize_batch(x, mean, std, config, params=params, channel_order=order)
     for i in range(4):
-        expected = reference_normalize_clip(x[i], mean, std, config, params, index=i)
+        expected = reference_normalize_clip(x[i], mean, std, config, params, index=i, channel_order=order)
         torch.testing.assert_close(y[i], expected, rtol=0, atol=2e-5)
 
 
@@ -116,19 +135,30 @@ def test_jitter_draw_is_reproducible_and_in_range():
     assert 0.05 < a.lighting.std() < 0.15
 
 
-def test_jitter_off_is_the_plain_normalisation():
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
+def test_jitter_off_is_the_plain_normalisation(order):
     x = random_clips((2, 3, 4, 5, 6))
     config = JitterConfig(p=0.0, lighting_std=0.0)
-    y = normalize_batch(x, BGR_MEAN, BGR_STD, config, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(y, normalize_batch(x, BGR_MEAN, BGR_STD), rtol=0, atol=1e-5)
+    mean, std = mean_std(order)
+    y = normalize_batch(x, mean, std, config, torch.Generator().manual_seed(0), channel_order=order)
+    torch.testing.assert_close(y, normalize_batch(x, mean, std, channel_order=order), rtol=0, atol=1e-5)
 
 
 def test_jitter_of_rgb_is_the_jitter_of_bgr_reversed():
     x = random_clips((3, 3, 4, 5, 6))
     params = draw_jitter_params(3, 4, JitterConfig(), torch.Generator().manual_seed(3))
     bgr = normalize_batch(x, *mean_std("bgr"), JitterConfig(), params=params)
-    rgb = normalize_batch(x.flip(1), *mean_std("rgb"), JitterConfig(channel_order="rgb"), params=params)
+    rgb = normalize_batch(x, *mean_std("rgb"), JitterConfig(), params=params, channel_order="rgb")
     torch.testing.assert_close(rgb, bgr.flip(1), rtol=0, atol=1e-5)
+
+
+def test_affine_in_either_order():
+    params = draw_jitter_params(2, 3, JitterConfig(), torch.Generator().manual_seed(4))
+    a, b = jitter_affine(params)
+    a_rgb, b_rgb = jitter_affine(params, "rgb")
+    assert torch.equal(a_rgb, a.flip(-1, -2)) and torch.equal(b_rgb, b.flip(-1))
+    with pytest.raises(ValueError, match="channel_order"):
+        jitter_affine(params, "bgra")
 
 
 def test_affine_of_single_steps():

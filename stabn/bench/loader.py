@@ -102,7 +102,7 @@ def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: 
     allocator does by itself); otherwise every batch allocates, and faults in, fresh memory."""
     backend = backend or DEFAULT_BACKEND
     dataset = FrameClipDataset(label_file, frames_root, frame_length, frame_size, mode=mode, num_clips=num_clips,
-                               num_crops=num_crops, channel_order=channel_order, seed=seed, backend=backend)
+                               num_crops=num_crops, seed=seed, backend=backend)
     if len(dataset) == 0:
         raise DataError(f"{os.fspath(label_file)} lists no videos")
     jitter = JitterConfig(mode=jitter_mode) if mode == "train" else None
@@ -121,7 +121,8 @@ def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: 
         batch = collate_clips(dataset.__getitems__(indices))  # as a DataLoader does
         if reuse_out and (out is None or out.shape != batch.clips.shape):
             out = torch.empty(batch.clips.shape)
-        normalize_batch(batch.clips, mean, std, jitter, generator, out=out if reuse_out else None)
+        normalize_batch(batch.clips, mean, std, jitter, generator, channel_order=channel_order,
+                        out=out if reuse_out else None)
 
     def decode_only(indices: List[int]) -> None:
         for i in indices:

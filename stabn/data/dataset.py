@@ -1,10 +1,10 @@
 """Clips from folders of JPEG frames, as the original's SSv2 dataset made them.
 
-Items are uint8 (see `stabn.data.transforms`): the float work happens batched on the training
-device, in `normalize_batch`. Training items are ``(clip [3, T, S, S], label, index)``;
-evaluation items are ``(views [V, 3, T, S, S], label, index)`` with ``V = num_clips *
-num_crops`` in clip-major order (clip 0 crop 0, clip 0 crop 1, ...), for the evaluator to
-average over.
+Items are uint8 and RGB, as decoded (see `stabn.data.transforms`): the float work, the model's
+channel order included, happens batched on the training device, in `normalize_batch`. Training
+items are ``(clip [3, T, S, S], label, index)``; evaluation items are ``(views [V, 3, T, S, S],
+label, index)`` with ``V = num_clips * num_crops`` in clip-major order (clip 0 crop 0, clip 0
+crop 1, ...), for the evaluator to average over.
 
 Training randomness comes from `sampling.sample_rng(seed, epoch, index)` only, so the data do
 not depend on the number of workers or on where a run was resumed. Call `set_epoch` before
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -33,7 +34,7 @@ from .annotations import VideoRecord, count_frames, read_label_file
 from .decode import read_jpeg
 from .sampling import FRAME_TEMPLATE, PADDING_MODES, clip_indices, eval_starts, frame_paths, sample_rng, train_start
 from .transforms import (
-    BGR_MEAN, BGR_STD, CHANNEL_ORDERS, FLIP_MODES, crop_offsets, normalize_batch, orient_crops, random_crop_offset,
+    FLIP_MODES, crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset,
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -52,7 +53,7 @@ class SkippedItem(NamedTuple):
 class ClipBatch(NamedTuple):
     """A collated batch; `skipped` holds the reasons of the items dropped from it."""
 
-    clips: torch.Tensor  # uint8 [B, 3, T, S, S] (train) or [B, V, 3, T, S, S] (eval)
+    clips: torch.Tensor  # uint8 RGB [B, 3, T, S, S] (train) or [B, V, 3, T, S, S] (eval)
     labels: torch.Tensor  # int64 [B]
     indices: torch.Tensor  # int64 [B], dataset indices
     skipped: Tuple[str, ...]
@@ -70,6 +71,21 @@ def _new_buffer(shape: Tuple[int, ...]) -> torch.Tensor:
     # As default_collate does in a worker: shared memory is handed to the main process as is.
     storage = torch.UntypedStorage._new_shared(math.prod(shape))
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _unshared(buffer: torch.Tensor) -> bool:
+    """Whether `buffer` is the only tensor left on its memory: no batch, item or other view made
+    from it is alive any more. False when this torch cannot tell."""
+    if _storage_use_count is None:
+        return False
+    try:
+        # The references: `buffer` itself and the storage object made here to ask.
+        return _storage_use_count(buffer.untyped_storage()._cdata) == 2
+    except (AttributeError, RuntimeError, TypeError):
+        return False
 
 
 def collate_clips(batch: Sequence[Union[Item, SkippedItem]]) -> ClipBatch:
@@ -91,7 +107,8 @@ def collate_clips(batch: Sequence[Union[Item, SkippedItem]]) -> ClipBatch:
 
 
 class FrameClipDataset(Dataset):
-    """Clips of `frame_length` frames from one folder of JPEG frames per video.
+    """Clips of `frame_length` frames from one folder of JPEG frames per video, in RGB as
+    decoded (`normalize_batch` gives them the model's channel order).
 
     Args:
         source: a label file (read with `read_label_file`) or a sequence of `VideoRecord`s.
@@ -101,7 +118,6 @@ class FrameClipDataset(Dataset):
         mode: ``"train"`` (random start, random crop, flip) or ``"eval"`` (evenly spaced clips,
             fixed crops).
         num_clips, num_crops: evaluation views per video (crops: 1 or 3); 1 for training.
-        channel_order: ``"bgr"`` (the original decoded with OpenCV) or ``"rgb"``.
         padding: how clips of videos shorter than T are filled (`sampling.clip_indices`).
         skip_corrupt: return a `SkippedItem` instead of raising on unreadable frames.
         flip: the training flip, applied with probability 0.5: ``"horizontal"``, ``"vertical"``
@@ -122,7 +138,6 @@ class FrameClipDataset(Dataset):
         mode: str = "train",
         num_clips: int = 1,
         num_crops: int = 1,
-        channel_order: str = "bgr",
         padding: str = "first",
         skip_corrupt: bool = False,
         flip: str = "horizontal",
@@ -141,8 +156,7 @@ class FrameClipDataset(Dataset):
             raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
         if num_clips < 1 or frame_length < 1 or frame_size < 1:
             raise ValueError("num_clips, frame_length and frame_size must be >= 1")
-        for name, value, allowed in (("channel_order", channel_order, CHANNEL_ORDERS),
-                                     ("padding", padding, PADDING_MODES), ("flip", flip, FLIP_MODES)):
+        for name, value, allowed in (("padding", padding, PADDING_MODES), ("flip", flip, FLIP_MODES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if seed < 0:
@@ -159,7 +173,6 @@ class FrameClipDataset(Dataset):
         self.mode = mode
         self.num_clips = num_clips
         self.num_crops = num_crops
-        self.channel_order = channel_order
         self.padding = padding
         self.skip_corrupt = skip_corrupt
         self.flip = flip
@@ -167,6 +180,12 @@ class FrameClipDataset(Dataset):
         self.template = template
         self.backend = backend
         self.epoch = 0
+        self._spare: "deque[torch.Tensor]" = deque(maxlen=1)  # see __getitems__
+
+    def __getstate__(self) -> Dict[str, object]:
+        state = self.__dict__.copy()
+        state["_spare"] = deque(maxlen=1)  # a buffer is not worth pickling to a worker
+        return state
 
     @property
     def num_views(self) -> int:
@@ -213,8 +232,7 @@ class FrameClipDataset(Dataset):
             raise
 
     def _load(self, index: int, crops: torch.Tensor) -> None:
-        """Fill `crops` ``[V, T, S, S, 3]`` with item `index`'s views (RGB order unless
-        `channel_order` says otherwise; channels-last)."""
+        """Fill `crops` ``[V, T, S, S, 3]`` with item `index`'s views (RGB, channels-last)."""
         rng, clips = self._clips(index)
         folder, s = self.records[index].path, self.frame_size
         # Each frame is read once and its crops copied out at once, so that only one decoded
@@ -226,10 +244,14 @@ class FrameClipDataset(Dataset):
         offsets: List[Tuple[int, int]] = []
         size: Tuple[int, ...] = ()
         flip = "none"
-        for i, path in zip(sorted(uses), frame_paths(folder, sorted(uses), self.template)):
-            frame = self._read(folder, path).permute(1, 2, 0)
+        # Where each (view, frame) goes, unbound at once: indexing a tensor from Python costs a
+        # few microseconds a call, which adds up over the frames.
+        slots = [view.unbind(0) for view in crops.unbind(0)]
+        order = sorted(uses)
+        for i, path in zip(order, frame_paths(folder, order, self.template)):
+            frame = self._read(folder, path)  # [3, H, W], a view of an [H, W, 3] buffer
             if not offsets:
-                size = tuple(frame.shape[:2])
+                size = tuple(frame.shape[1:])
                 if min(size) < s:
                     raise DataError(f"frames of {folder} are {size[0]}x{size[1]}, smaller than the {s}x{s} crop")
                 if rng is not None:
@@ -237,13 +259,17 @@ class FrameClipDataset(Dataset):
                     flip = self.flip if rng.random() < 0.5 else "none"
                 else:
                     offsets = crop_offsets(size[0], size[1], s, self.num_crops)
-            elif tuple(frame.shape[:2]) != size:
-                raise DataError(f"frame {path} is {frame.shape[0]}x{frame.shape[1]}, the other frames "
+            elif tuple(frame.shape[1:]) != size:
+                raise DataError(f"frame {path} is {frame.shape[1]}x{frame.shape[2]}, the other frames "
                                 f"of {folder} are {size[0]}x{size[1]}")
+            c_stride, y_stride, x_stride = frame.stride()
+            first = frame.storage_offset()
             for j, (y, x) in enumerate(offsets):
-                crop = orient_crops(frame[y:y + s, x:x + s], self.channel_order, flip)
+                # frame.permute(1, 2, 0)[y:y + s, x:x + s] (channels-last), in one call
+                crop = frame.as_strided((s, s, 3), (y_stride, x_stride, c_stride), first + y * y_stride + x * x_stride)
+                crop = orient_crops(crop, flip)
                 for k, t in uses[i]:
-                    crops[k * len(offsets) + j, t].copy_(crop)
+                    slots[k * len(offsets) + j][t].copy_(crop)
 
     def _item(self, index: int, crops: torch.Tensor) -> Union[Item, SkippedItem]:
         try:
@@ -261,11 +287,28 @@ class FrameClipDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> List[Union[Item, SkippedItem]]:
         """The items of a batch, written into one buffer that `collate_clips` takes as the batch
         as it is (DataLoader calls this rather than ``__getitem__`` when it exists); in a
-        loader worker the buffer is in shared memory, so it reaches the main process uncopied."""
-        buffer = _new_buffer((len(indices),) + self._crops_shape)
+        loader worker the buffer is in shared memory, so it reaches the main process uncopied.
+
+        In the main process (``num_workers=0``) the buffer of the previous batch is written
+        again once nothing made from it (batch, items, views) is alive any more: a fresh one
+        is faulted in page by page and unmapped again, about 1.2 ms per 32x224x224 clip on one
+        core. The dataset keeps that one buffer between batches."""
+        shape = (len(indices),) + self._crops_shape
+        buffer = None
+        if get_worker_info() is None:
+            try:
+                buffer = self._spare.pop()
+            except IndexError:
+                pass
+            if buffer is not None and (buffer.shape != shape or not _unshared(buffer)):
+                buffer = None
+        if buffer is None:
+            buffer = _new_buffer(shape)
         items = _ItemBatch(self._item(index, buffer[n]) for n, index in enumerate(indices))
         clips = buffer.movedim(-1, -4)
         items.clips = clips[:, 0] if self.mode == "train" else clips
+        if get_worker_info() is None:
+            self._spare.append(buffer)
         return items
 
     @property
@@ -274,13 +317,15 @@ class FrameClipDataset(Dataset):
 
 
 def load_clip(
-    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None
+    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None,
+    *, channel_order: str = "bgr",
 ) -> torch.Tensor:
     """The original's evaluation preprocessing of one frames folder: the centre clip, the
     centre crop, BGR, normalised; float32 ``[3, T, S, S]``.
 
     `num_frames` is the video's frame count as the label file gives it (the original's clip
-    position depends on it); None counts the JPEGs in the folder.
+    position depends on it); None counts the JPEGs in the folder. ``channel_order="rgb"`` gives
+    the same clip with its channels (and the normalisation constants) in RGB order.
     """
     video_dir = os.fspath(video_dir)
     if num_frames is None:
@@ -289,4 +334,5 @@ def load_clip(
         raise DataError(f"no JPEG frames in {video_dir}")
     record = VideoRecord(os.path.basename(os.path.normpath(video_dir)), num_frames, -1, video_dir)
     views, _, _ = FrameClipDataset([record], None, frame_length, frame_size, mode="eval")[0]
-    return normalize_batch(views, BGR_MEAN, BGR_STD)[0]
+    mean, std = mean_std(channel_order)
+    return normalize_batch(views, mean, std, channel_order=channel_order)[0]

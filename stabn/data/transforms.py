@@ -1,9 +1,13 @@
 """Clip transforms, split where the data changes hands.
 
-In the loader workers everything stays uint8: each decoded frame is cropped (no resize), put in
-channel order and flipped (`orient_crops`) as it is copied into the clip. On the training
-device, `normalize_batch` turns a uint8 batch into the normalised float batch, with the
-TPN-style colour jitter of the original for training.
+In the loader workers everything stays uint8 and RGB, as decoded: each decoded frame is cropped
+(no resize) and flipped (`orient_crops`) as it is copied into the clip. On the training device,
+`normalize_batch` turns a uint8 RGB batch into the normalised float batch in the model's channel
+order (``"bgr"`` as the original, which decoded with OpenCV, or ``"rgb"``), with the TPN-style
+colour jitter of the original for training. The channel order costs nothing there: the float
+conversion reads each output plane from whichever input channel it needs, and the jitter's
+3x3 matrix absorbs the permutation; in the workers, reordering interleaved bytes would cost
+several times the copy of the crop.
 
 The jitter (``GroupColorJitter`` of the original, from TPN/mmaction) works on float pixels in
 [0, 255] without clipping, in this order, each step with probability ``p``: brightness
@@ -18,10 +22,11 @@ step-by-step version, frame by frame like the original, that tests compare it wi
 Quirks kept from the original, which jitters BGR frames with formulas written for RGB: the grey
 and YIQ weights are applied in array order (0.299 to blue), and the hue angle is ``alpha *
 pi`` with ``alpha ~ U(-18, 18)``, which in effect is a uniformly random rotation. The lighting
-noise, computed in RGB, is reversed onto BGR correctly. With ``channel_order="rgb"`` the same
-augmentation is applied to the same colours: the output equals the BGR one with its channels
-reversed. The original applied contrast either before or after saturation and hue at random;
-a gain commutes with linear maps, so that order makes no difference and is not drawn.
+noise, computed in RGB, is reversed onto BGR correctly. The jitter is defined on BGR whatever
+the output order: with ``channel_order="rgb"`` the same augmentation is applied to the same
+colours, and the output equals the BGR one with its channels reversed. The original applied
+contrast either before or after saturation and hue at random; a gain commutes with linear maps,
+so that order makes no difference and is not drawn.
 """
 from __future__ import annotations
 
@@ -52,17 +57,27 @@ _YIQ_TO_RGB = np.array([[1.0, 0.956, 0.621],
                         [1.0, -1.107, 1.705]])
 
 
-def mean_std(channel_order: str = "bgr") -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
-    """The original's normalisation constants in `channel_order`."""
+def _check_channel_order(channel_order: str) -> None:
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+
+
+def _input_channels(channel_order: str) -> Tuple[int, int, int]:
+    """For each channel of the output in `channel_order`, the RGB input channel it comes from."""
+    _check_channel_order(channel_order)
+    return (2, 1, 0) if channel_order == "bgr" else (0, 1, 2)
+
+
+def mean_std(channel_order: str = "bgr") -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """The original's normalisation constants in `channel_order`."""
+    _check_channel_order(channel_order)
     if channel_order == "bgr":
         return BGR_MEAN, BGR_STD
     return BGR_MEAN[::-1], BGR_STD[::-1]
 
 
 # ---------------------------------------------------------------------------------------------
-# uint8 side: crop positions, channel order and flips
+# uint8 side: crop positions and flips
 
 
 def center_crop_offset(height: int, width: int, size: int) -> Tuple[int, int]:
@@ -90,28 +105,22 @@ def crop_offsets(height: int, width: int, size: int, num_crops: int = 1) -> List
     raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
 
 
-def orient_crops(crops: torch.Tensor, channel_order: str = "bgr", flip: str = "none") -> torch.Tensor:
-    """Put RGB crops ``[..., H, W, 3]`` (channels-last, as decoded) into `channel_order` and
-    flip them as `flip` says; may return `crops` itself when there is nothing to do.
+def orient_crops(crops: torch.Tensor, flip: str = "none") -> torch.Tensor:
+    """Flip RGB crops ``[..., H, W, 3]`` (channels-last, as decoded) as `flip` says; returns
+    `crops` itself when there is nothing to do. The channels stay in RGB order: `normalize_batch`
+    puts them in the model's order for free as it converts to float.
 
     Clips stay channels-last: shuffling interleaved bytes into planes costs about 4 ms for a
     32x224x224 clip on one core, while `normalize_batch` transposes for free as it converts
     to float. Applied frame by frame, the temporaries stay small and in cache.
     """
-    if channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
     if flip not in FLIP_MODES:
         raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
-    mirrored = False
-    if channel_order == "bgr":
-        # Reversing each row of interleaved pixels reverses the channels (and mirrors the row)
-        # in one fast pass; a channel-only reversal is a slow strided gather.
-        crops = crops.flip(-2, -1)
-        mirrored = True
-    dims = [-2] if mirrored != (flip == "horizontal") else []
+    if flip == "horizontal":
+        return crops.flip(-2)
     if flip == "vertical":
-        dims.append(-3)
-    return crops.flip(dims) if dims else crops
+        return crops.flip(-3)
+    return crops
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +141,9 @@ class JitterConfig:
         saturation: alpha ~ U(*saturation); ``alpha * x + (1 - alpha) * grey``.
         hue: alpha ~ U(-hue, hue); the chroma rotation angle is ``alpha * pi`` radians.
         lighting_std: std of the PCA lighting coefficients (always applied).
-        channel_order: channel order of the batches it is applied to.
+
+    The channel order of the output is `normalize_batch`'s ``channel_order``; the jitter is the
+    same augmentation of the same colours in either order.
     """
 
     mode: str = "tpn"
@@ -142,13 +153,10 @@ class JitterConfig:
     saturation: Tuple[float, float] = (0.6, 1.4)
     hue: float = 18.0
     lighting_std: float = 0.1
-    channel_order: str = "bgr"
 
     def __post_init__(self) -> None:
         if self.mode not in JITTER_MODES:
             raise ValueError(f"mode must be one of {JITTER_MODES}, got {self.mode!r}")
-        if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {self.p}")
 
@@ -199,9 +207,10 @@ def _hue_matrix(alpha: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(_YIQ_TO_RGB) @ rot @ torch.from_numpy(_RGB_TO_YIQ)
 
 
-def jitter_affine(params: JitterParams, config: JitterConfig = JitterConfig()) -> Tuple[torch.Tensor, torch.Tensor]:
+def jitter_affine(params: JitterParams, channel_order: str = "bgr") -> Tuple[torch.Tensor, torch.Tensor]:
     """The jitter of each frame as ``x -> A @ x + b`` on its pixels: ``A [B, T, 3, 3]`` and
-    ``b [B, T, 3]`` (float64), in `config.channel_order`."""
+    ``b [B, T, 3]`` (float64), with ``x`` and the result in `channel_order`."""
+    _check_channel_order(channel_order)
     gates = params.gates.to(torch.float64)
     eye = torch.eye(3, dtype=torch.float64)
 
@@ -219,7 +228,7 @@ def jitter_affine(params: JitterParams, config: JitterConfig = JitterConfig()) -
     delta = gates[..., 0] * params.brightness[:, None]
     lighting_rgb = (torch.from_numpy(_EIGVEC) * params.lighting[:, None, :]) @ torch.from_numpy(_EIGVAL)
     b = delta[..., None] * a.sum(-1) + lighting_rgb.flip(-1)[:, None, :]
-    if config.channel_order == "rgb":
+    if channel_order == "rgb":
         a, b = a.flip(-1, -2), b.flip(-1)
     return a, b
 
@@ -238,23 +247,30 @@ def normalize_batch(
     jitter: Optional[JitterConfig] = None,
     generator: Optional[torch.Generator] = None,
     *,
+    channel_order: str = "bgr",
     params: Optional[JitterParams] = None,
     out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """uint8 clips ``[..., 3, T, H, W]`` to normalised float32 ``(x' - mean) / std``, where
-    ``x'`` is `x` colour-jittered when `jitter` is given. Runs on `x`'s device.
+    """RGB uint8 clips ``[..., 3, T, H, W]`` to normalised float32 ``(x' - mean) / std`` in
+    `channel_order`, where ``x'`` is `x` in that order, colour-jittered when `jitter` is given.
+    Runs on `x`'s device.
 
     Args:
-        x: uint8 batch, any number of leading dims (``[B, 3, T, H, W]`` or ``[B, V, 3, T, H, W]``).
-        mean, std: per channel, in the channel order of `x`.
+        x: uint8 RGB batch, as the dataset makes it, with any number of leading dims
+            (``[B, 3, T, H, W]`` or ``[B, V, 3, T, H, W]``); channels-last in memory or not.
+        mean, std: per channel, in `channel_order`.
         jitter: the colour jitter to apply, or None for evaluation.
         generator: CPU generator the jitter is drawn from (`draw_jitter_params`).
+        channel_order: the channel order of the output, ``"bgr"`` (the original's) or ``"rgb"``.
+            Reordering costs nothing: each output plane is read from its input channel, and the
+            jitter's matrix absorbs the permutation.
         params: jitter already drawn for the flattened leading dims (then `generator` is unused).
         out: float32 tensor shaped like `x` on its device to write into; reusing one across
             steps saves allocating (and, on the CPU, page-faulting) a new batch each time.
     """
     if x.dtype != torch.uint8 or x.dim() < 4 or x.shape[-4] != 3:
         raise ValueError(f"x must be uint8 [..., 3, T, H, W], got {x.dtype} {tuple(x.shape)}")
+    source = _input_channels(channel_order)
     if params is not None and jitter is None:
         raise ValueError("params given without a jitter config")
     mean_t, std_t = _channel_tensor(mean, "mean"), _channel_tensor(std, "std")
@@ -268,10 +284,11 @@ def normalize_batch(
     # The copies from `xb` convert to float and, for channels-last clips, transpose on the way.
     if jitter is None:
         scale, shift = (1.0 / std_t).tolist(), (-mean_t / std_t).tolist()
-        # One (clip, channel) plane at a time, so it is still in cache for the second pass.
+        # One (clip, channel) plane at a time, so it is still in cache for the second pass;
+        # output plane c is read from input channel source[c].
         for i in range(xb.shape[0]):
-            for c in range(3):
-                plane = ob[i, c].copy_(xb[i, c])
+            for c, k in enumerate(source):
+                plane = ob[i, c].copy_(xb[i, k])
                 torch.add(torch.tensor(shift[c]), plane, alpha=scale[c], out=plane)
         return out
 
@@ -280,9 +297,12 @@ def normalize_batch(
     elif params.gates.shape[:2] != (xb.shape[0], t):
         raise ValueError(f"params are for {tuple(params.gates.shape[:2])} clips x frames, "
                          f"the batch has {(xb.shape[0], t)}")
-    a, b = jitter_affine(params, jitter)
-    # Fold the normalisation into the affine map, then apply it as one batched matmul over the
+    a, b = jitter_affine(params, channel_order)
+    # `a` maps pixels in `channel_order` to `channel_order`; on RGB input it is ``a @ P`` with
+    # P the permutation from RGB to that order: its columns taken in `source` order. Fold that
+    # and the normalisation into the affine map, then apply it as one batched matmul over the
     # frames of a tile of rows, whose float copy stays in cache for the matmul.
+    a = a[..., list(source)] if source != (0, 1, 2) else a
     a = (a / std_t[:, None]).to(device=x.device, dtype=torch.float32)
     b = ((b - mean_t) / std_t).to(device=x.device, dtype=torch.float32).unsqueeze(-1)
     rows = max(1, min(h, _TILE_BYTES // (3 * t * w * 4)))
@@ -303,16 +323,19 @@ def reference_normalize_clip(
     jitter: Optional[JitterConfig] = None,
     params: Optional[JitterParams] = None,
     index: int = 0,
+    *,
+    channel_order: str = "bgr",
 ) -> torch.Tensor:
-    """Step-by-step version of `normalize_batch` for one uint8 clip ``[3, T, H, W]``, frame by
-    frame in float32 as the original's ``GroupColorJitter`` and ``_normalize`` did, with the
-    jitter drawn for clip `index` of `params`. Slow; it is the reference tests compare with."""
-    frames = clip.permute(1, 2, 3, 0).numpy().astype(np.float32)  # T, H, W, C like the original
+    """Step-by-step version of `normalize_batch` for one RGB uint8 clip ``[3, T, H, W]``, frame
+    by frame in float32 as the original's ``GroupColorJitter`` and ``_normalize`` did on its
+    BGR arrays, with the jitter drawn for clip `index` of `params`; the result is in
+    `channel_order` (`mean` and `std` too). Slow; it is the reference tests compare with."""
+    _check_channel_order(channel_order)
+    rgb = clip.permute(1, 2, 3, 0).numpy().astype(np.float32)  # T, H, W, C like the original
+    frames = rgb[..., ::-1]  # BGR, as the original decoded with OpenCV
     if jitter is not None:
         if params is None:
             raise ValueError("the reference needs the drawn params")
-        if jitter.channel_order == "rgb":
-            frames = frames[..., ::-1]  # the original's formulas are for BGR arrays
         delta = np.float32(params.brightness[index].item())
         gain = np.float32(params.contrast[index].item())
         sat = float(params.saturation[index].item())
@@ -336,7 +359,7 @@ def reference_normalize_clip(
                 img = img @ hue.T
             jittered.append(img + lighting_rgb[::-1])
         frames = np.stack(jittered)
-        if jitter.channel_order == "rgb":
-            frames = frames[..., ::-1]
+    if channel_order == "rgb":
+        frames = frames[..., ::-1]
     frames = (frames - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(frames.transpose(3, 0, 1, 2)))

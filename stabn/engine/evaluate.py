@@ -74,9 +74,11 @@ def evaluate(
     on_batch: Optional[BatchCallback] = None,
     on_skipped: Optional[Callable[[Sequence[str]], None]] = None,
     progress: bool = True,
+    channel_order: str = "bgr",
 ) -> EvalResult:
     """Top-1/Top-5 of both branches over `loader`, whose batches are `ClipBatch`es of
-    uint8 views [B, V, 3, T, S, S]; `on_skipped` hears of videos the loader dropped.
+    RGB uint8 views [B, V, 3, T, S, S], normalised into `channel_order` (the model's; `mean`
+    and `std` are in that order); `on_skipped` hears of videos the loader dropped.
 
     `on_batch(clips, labels, indices, outputs)` sees each normalised batch (views flattened
     to [B*V, ...]) and the model's raw output, e.g. to draw attention maps."""
@@ -94,7 +96,7 @@ def evaluate(
         b, v = views.shape[:2]
         views_per_video = v
         clips = views.to(ctx.device, non_blocking=True).flatten(0, 1)
-        clips = normalize_batch(clips, mean, std)
+        clips = normalize_batch(clips, mean, std, channel_order=channel_order)
         if channels_last:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         with autocast(ctx.device, amp_dtype):

@@ -178,6 +178,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         on_batch = AttentionWriter(out / "attention", dataset, cfg, mean, std)
     skipped: List[str] = []
     result = evaluate(model, loader, ctx, cfg.model.num_classes, mean, std, cfg.eval.average,
+                      channel_order=cfg.data.channel_order,
                       amp_dtype=amp_dtype(cfg.train.amp, ctx.device), on_batch=on_batch,
                       on_skipped=skipped.extend)
     extra: Dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model.name,

@@ -74,7 +74,7 @@ class Trainer:
 
         self.train_set = make_dataset(cfg, d.train_labels, "train")
         self.val_set = make_dataset(cfg, d.val_labels, "eval")
-        self.jitter = None if d.jitter == "none" else JitterConfig(mode=d.jitter, channel_order=d.channel_order)
+        self.jitter = None if d.jitter == "none" else JitterConfig(mode=d.jitter)
         self.skipped = 0
 
         torch.manual_seed(derive_seed(t.seed))  # the same initial weights on every rank and run
@@ -187,7 +187,8 @@ class Trainer:
                 continue
             clips = clips.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
-            clips = normalize_batch(clips, self.mean, self.std, self.jitter, jitter_gen)
+            clips = normalize_batch(clips, self.mean, self.std, self.jitter, jitter_gen,
+                                    channel_order=self.cfg.data.channel_order)
             if self.channels_last:
                 clips = clips.contiguous(memory_format=torch.channels_last_3d)
             with autocast(ctx.device, self.amp_dtype):
@@ -237,7 +238,7 @@ class Trainer:
         loader = self._loader(self.val_set, sampler, c.eval.batch_size, drop_last=False)
         return evaluate(self.net, loader, ctx, c.model.num_classes, self.mean, self.std,
                         amp_dtype=self.amp_dtype, channels_last=self.channels_last,
-                        on_skipped=self._count_skipped)
+                        on_skipped=self._count_skipped, channel_order=c.data.channel_order)
 
     def fit(self) -> Dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
@@ -295,7 +296,7 @@ def make_dataset(cfg: Config, labels: str, mode: str, num_clips: int = 1, num_cr
     d = cfg.data
     return FrameClipDataset(
         labels, d.frames_root, d.frame_length, d.frame_size, mode=mode, num_clips=num_clips,
-        num_crops=num_crops, channel_order=d.channel_order, padding=d.padding,
+        num_crops=num_crops, padding=d.padding,
         skip_corrupt=d.skip_corrupt, flip="horizontal" if d.hflip else "none",
         seed=cfg.train.seed, template=d.frame_template, fmt=d.label_format,
         num_classes=cfg.model.num_classes,

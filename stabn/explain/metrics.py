@@ -124,7 +124,8 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
         if not isinstance(item, tuple):
             continue  # skipped as corrupt
         views, label, _ = item
-        clip = normalize_batch(views[view:view + 1].to(ctx.device), mean, std)[0]
+        clip = normalize_batch(views[view:view + 1].to(ctx.device), mean, std,
+                               channel_order=cfg.data.channel_order)[0]
         out = model(clip.unsqueeze(0))
         if not isinstance(out, STABNOutput):
             return {}
