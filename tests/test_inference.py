@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+import stabn
+from stabn.checkpoint import model_config, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    torch.manual_seed(0)
+    model = stabn.build_model("abn_resnet18", 6, 8, 224, width=4)
+    path = tmp_path_factory.mktemp("ckpt") / "m.pt"
+    save_checkpoint(path, model, model_config("abn_resnet18", 6, 8, 224, width=4))
+    return stabn.load_pretrained(path)
+
+
+def test_predict_on_a_frames_folder_equals_predict_on_its_clip(saved_model, fixtures_dir):
+    video = fixtures_dir / "preprocess" / "frames" / "101"
+    names = [f"class {i}" for i in range(6)]
+    from_dir = stabn.predict(saved_model, video, topk=3, class_names=names)
+    from_clip = stabn.predict(saved_model, stabn.load_clip(video, 8, 224), topk=3, class_names=names)
+    assert from_dir == from_clip
+    assert len(from_dir.classes) == 3 and from_dir.names == [names[c] for c in from_dir.classes]
+    assert from_dir.probs == sorted(from_dir.probs, reverse=True) and sum(from_dir.probs) <= 1 + 1e-6
+    with torch.no_grad():
+        out = saved_model(stabn.load_clip(video, 8, 224).unsqueeze(0))
+    expected = out.logits.softmax(1)[0].topk(3)
+    assert from_dir.classes == expected.indices.tolist()
+    assert from_dir.probs == pytest.approx(expected.values.tolist())
+    assert from_dir.att_classes == out.att_logits.softmax(1)[0].topk(3).indices.tolist()
+
+
+def test_explain_gives_maps_at_clip_size_and_pictures(saved_model, fixtures_dir):
+    video = fixtures_dir / "preprocess" / "frames" / "101"
+    e = stabn.explain(saved_model, video)
+    assert e.spatial.shape == (8, 224, 224) and e.temporal.shape == (8,)
+    assert 0 <= e.spatial.min() and e.spatial.max() <= 1
+    assert e.frames.shape == (8, 224, 224, 3) and e.frames.dtype.name == "uint8"
+    assert len(e.overlays) == 8 and e.overlays[0].size == (224, 20 + 224)
+    assert e.image.size == (8 * 224, 20 + 224)
+    with torch.no_grad():
+        out = saved_model(stabn.load_clip(video, 8, 224).unsqueeze(0))
+    assert e.temporal.tolist() == pytest.approx(out.temporal_attention.flatten().tolist())
+
+
+def test_explain_needs_an_attention_branch():
+    model = stabn.build_model("resnet18", 4, 8, 32, width=4)
+    with pytest.raises(ValueError, match="needs an ST-ABN model"):
+        stabn.explain(model, torch.randn(3, 8, 32, 32))
+    pred = stabn.predict(model, torch.randn(3, 8, 32, 32), topk=2)
+    assert pred.att_classes is None and len(pred.classes) == 2
