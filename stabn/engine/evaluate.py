@@ -87,7 +87,7 @@ def evaluate(
     # Decided up front, not from the outputs: a rank with no videos must still all-reduce.
     att = ClassificationMeter(num_classes) if isinstance(unwrap_model(model), STABN) else None
     views_per_video = 0
-    bar = tqdm(loader, desc="eval", leave=False, disable=not (progress and ctx.is_main))
+    bar = tqdm(loader, desc="eval", leave=False, disable=(not (progress and ctx.is_main)) or None)
     for views, labels, indices, skipped in bar:
         if skipped and on_skipped is not None:
             on_skipped(skipped)

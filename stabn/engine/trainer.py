@@ -176,7 +176,7 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64)
         seen, wait, start = 0, 0.0, time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not ctx.is_main)
+                   disable=(not ctx.is_main) or None)  # None: off when not a terminal
         it = iter(loader)
         for step in range(steps):
             t0 = time.perf_counter()
