@@ -152,6 +152,11 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
             raise bad
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e30" as a string; Python does not
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -29,6 +31,42 @@ log = logging.getLogger(__name__)
 
 class TrainingError(StabnError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGINT arrived; checkpoint-latest holds the state after the last step."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopRequest:
+    """Remembers SIGTERM / SIGINT instead of dying mid-step; the loop stops after the step."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def agreed(self, distributed: bool, device: torch.device) -> int:
+        """The signal any rank received (0 if none): all ranks must stop at the same step."""
+        if not distributed:
+            return self.signum
+        flag = torch.tensor([self.signum], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
 
 
 def derive_seed(*parts: int) -> int:
@@ -94,6 +132,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
         self.history: List[Dict[str, Any]] = []
+        self.partial: Optional[Dict[str, Any]] = None
+        self.stop = StopRequest()
         self._resume()
 
         if ctx.distributed:
@@ -118,17 +158,24 @@ class Trainer:
                            d.frame_size, self.cfg.model.width, d.channel_order)
         return cfg
 
-    def save(self, name: str, epoch: int) -> None:
+    def save(self, name: str, epoch: int, partial: Optional[Dict[str, Any]] = None) -> None:
+        """Rank 0 writes `name`; `epoch` counts completed epochs, and `partial` holds where
+        an interrupted epoch stands (steps done, RNG states, running loss sums)."""
         if not self.ctx.is_main:
             return
+        extra = {"run_config": self.cfg.to_dict(), "history": self.history}
+        if partial is not None:
+            extra["partial_epoch"] = partial
         save_checkpoint(
             self.logdir / name, self.model, self._checkpoint_config(), self.optimizer,
             self.scheduler, epoch=epoch, iteration=self.iteration, best_score=self.best_score,
-            extra={"run_config": self.cfg.to_dict(), "history": self.history},
+            extra=extra,
         )
 
     def _resume(self) -> None:
         resume = self.cfg.train.resume
+        if not resume and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+            resume = "latest"  # torchrun restarted the workers: carry on where they stopped
         if not resume:
             return
         path = self.logdir / "checkpoint-latest.pt" if resume == "latest" else Path(resume)
@@ -145,7 +192,9 @@ class Trainer:
         self.iteration = int(ckpt.get("iteration", 0))
         self.best_score = float(ckpt.get("best_score", 0.0))
         self.history = list(ckpt.get("history") or [])
-        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+        self.partial = ckpt.get("partial_epoch")
+        where = f", step {self.partial['step']}" if self.partial else ""
+        log.info("resumed from %s at epoch %d%s", path, self.start_epoch + 1, where)
 
     # -- loop ---------------------------------------------------------------------------
     def _loader(self, dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
@@ -153,7 +202,9 @@ class Trainer:
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
             pin_memory=self.ctx.device.type == "cuda", drop_last=drop_last,
-            persistent_workers=False, collate_fn=collate_clips,
+            persistent_workers=False, collate_fn=collate_clips, worker_init_fn=_ignore_stop_signals,
+            # its own generator: drawing worker seeds from the global one would shift dropout
+            generator=torch.Generator().manual_seed(self.cfg.train.seed),
             prefetch_factor=4 if workers > 0 else None,
         )
 
@@ -167,18 +218,30 @@ class Trainer:
         sampler = DistributedSampler(self.train_set, ctx.world_size, ctx.rank, shuffle=True,
                                      seed=cfg.train.seed, drop_last=True)
         sampler.set_epoch(epoch)
-        loader = self._loader(self.train_set, sampler, cfg.train.batch_size, drop_last=True)
-        steps = len(loader)
+        batch = cfg.train.batch_size
+        steps = len(sampler) // batch
         if cfg.train.max_iters_per_epoch:
             steps = min(steps, cfg.train.max_iters_per_epoch)
+        first, sums = 0, torch.zeros(3, dtype=torch.float64)
+        indices: Any = sampler
+        if self.partial is not None:  # an interrupted epoch: replay its state, skip its steps
+            first, sums = int(self.partial["step"]), self.partial["sums"].clone()
+            if len(self.partial["rng"]) == ctx.world_size:
+                torch.set_rng_state(self.partial["rng"][ctx.rank])
+                jitter_gen.set_state(self.partial["jitter_rng"][ctx.rank])
+            else:
+                log.warning("resuming on %d processes instead of %d: the rest of this epoch "
+                            "draws fresh random numbers", ctx.world_size, len(self.partial["rng"]))
+            indices = list(sampler)[first * batch:]
+            self.partial = None
+        loader = self._loader(self.train_set, indices, batch, drop_last=True)
 
         self.net.train()
-        sums = torch.zeros(3, dtype=torch.float64)
         seen, wait, start = 0, 0.0, time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=(not ctx.is_main) or None)  # None: off when not a terminal
+        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   leave=False, disable=(not ctx.is_main) or None)  # None: off when not a terminal
         it = iter(loader)
-        for step in range(steps):
+        for step in range(first, steps):
             t0 = time.perf_counter()
             clips, labels, _, skipped = next(it)
             wait += time.perf_counter() - t0
@@ -218,6 +281,11 @@ class Trainer:
                     self.writer.add_scalar(name, v, self.iteration)
             bar.set_postfix(loss=f"{values[0].item():.3f}")
             bar.update()
+            signum = self.stop.agreed(ctx.distributed, ctx.device)
+            if signum:
+                bar.close()
+                self._save_interrupted(epoch, step + 1, sums, jitter_gen)
+                raise Preempted(signum)
         bar.close()
         elapsed = time.perf_counter() - start
         means = (sums / max(1, steps)).tolist()
@@ -226,6 +294,20 @@ class Trainer:
             "clips_per_s": seen * ctx.world_size / max(elapsed, 1e-9),
             "data_wait": wait / max(elapsed, 1e-9),
         }
+
+    def _save_interrupted(self, epoch: int, step: int, sums: torch.Tensor, jitter_gen: torch.Generator) -> None:
+        """checkpoint-latest for a stop after `step` steps of `epoch` (0-based)."""
+        rng, jitter_rng = [torch.get_rng_state()], [jitter_gen.get_state()]
+        if self.ctx.distributed:  # every rank's random streams go into rank 0's file
+            rng = [torch.empty_like(rng[0]) for _ in range(self.ctx.world_size)]
+            jitter_rng = [torch.empty_like(jitter_rng[0]) for _ in range(self.ctx.world_size)]
+            torch.distributed.all_gather_object(rng, torch.get_rng_state())
+            torch.distributed.all_gather_object(jitter_rng, jitter_gen.get_state())
+        partial = {"step": step, "sums": sums, "rng": rng, "jitter_rng": jitter_rng}
+        self.save("checkpoint-latest.pt", epoch, partial)
+        barrier()
+        log.warning("stopped by signal after epoch %d step %d; checkpoint-latest.pt written, "
+                    "continue with train.resume=latest", epoch + 1, step)
 
     def _count_skipped(self, reasons) -> None:
         for reason in reasons:
@@ -246,6 +328,11 @@ class Trainer:
             self.logdir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.logdir)
         barrier()
+        with self.stop:
+            return self._epochs()
+
+    def _epochs(self) -> Dict[str, Any]:
+        cfg = self.cfg
         record: Dict[str, Any] = {}
         for epoch in range(self.start_epoch, cfg.train.epochs):
             record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -291,6 +378,13 @@ class Trainer:
                  epoch, record["loss"], val or "-", record["clips_per_s"], 100 * record["data_wait"])
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM / SIGINT to the main process, which stops cleanly after
+    its step (a cluster's signal often reaches every process of the job)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_dataset(cfg: Config, labels: str, mode: str, num_clips: int = 1, num_crops: int = 1) -> FrameClipDataset:
     """The dataset a config describes, for training (`train`) or evaluation (`eval`)."""
     d = cfg.data
@@ -310,6 +404,8 @@ def train(cfg: Config, launcher: str) -> Dict[str, Any]:
     ctx = setup_distributed(launcher)
     try:
         return Trainer(cfg, ctx).fit()
+    except Preempted as stop:
+        raise SystemExit(128 + stop.signum) from None
     finally:
         cleanup_distributed()
 
