@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun, one process per GPU.
+# One node:      script_local/run_train_ddp.sh
+# Several nodes: run on every node with NNODES and HEAD_NODE set, e.g.
+#                NNODES=4 HEAD_NODE=node001 script_local/run_train_ddp.sh
+# Extra arguments are config overrides (train.epochs=2) or --resume latest.
+set -euo pipefail
+CONFIG=configs/ssv2/abn_resnet50.yaml
+LOGDIR=runs/ssv2_abn_resnet50
+GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
+NNODES="${NNODES:-1}"
+HEAD_NODE="${HEAD_NODE:-localhost}"
+PORT="${PORT:-29500}"
+RUN_ID="${RUN_ID:-stabn}"
+MAX_RESTARTS="${MAX_RESTARTS:-0}"
+
+cd "$(dirname "$0")/.."
+if [ "$NNODES" -eq 1 ]; then
+  rendezvous=(--standalone)
+else
+  rendezvous=(--nnodes="$NNODES" --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:$PORT" --rdzv_id="$RUN_ID")
+fi
+torchrun "${rendezvous[@]}" --nproc_per_node="$GPUS_PER_NODE" --max-restarts="$MAX_RESTARTS" \
+  train_ddp.py --config "$CONFIG" --logdir "$LOGDIR" "$@"
