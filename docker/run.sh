@@ -10,7 +10,13 @@ SHM_SIZE="${STABN_SHM_SIZE:-32g}"   # DataLoader workers pass batches through sh
 volumes=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
-    -v|--volume) volumes+=("-v" "$2"); shift 2 ;;
+    -v|--volume)
+      if [ "$#" -lt 2 ]; then
+        echo "error: $1 needs HOST:CONTAINER" >&2
+        exit 2
+      fi
+      volumes+=("-v" "$2"); shift 2 ;;
+    -v=*|--volume=*) volumes+=("-v" "${1#*=}"); shift ;;
     --) shift; break ;;
     *) break ;;
   esac
@@ -24,7 +30,7 @@ if [ -t 0 ]; then
   tty_flags=(-it)
 fi
 
-exec docker run --rm "${tty_flags[@]}" --gpus all --ipc=host --shm-size="$SHM_SIZE" \
+exec docker run --rm "${tty_flags[@]}" --gpus all --shm-size="$SHM_SIZE" \
   --ulimit memlock=-1 --ulimit stack=67108864 \
   --user "$(id -u):$(id -g)" \
   "${volumes[@]}" "$IMAGE" "$@"
