@@ -124,10 +124,14 @@ class Trainer:
         if self.channels_last:
             model.to(memory_format=torch.channels_last_3d)
         self.model = model
+        # One fused kernel for the whole update on GPUs; multi-tensor ops on the CPU.
+        fused = ctx.device.type == "cuda"
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-            nesterov=t.nesterov, foreach=True,
+            nesterov=t.nesterov, foreach=None if fused else True, fused=fused or None,
         )
+        if ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # clip shapes are fixed: tune convolutions once
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
