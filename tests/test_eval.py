@@ -127,3 +127,22 @@ def test_evaluate_averages_views_like_the_hand_computation():
     assert result.per.topk()[1] == 0.5
     assert result.per.confusion.tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 0]]
     assert result.att is None
+
+
+def test_eval_under_torchrun_counts_each_video_once(trained_run, tmp_path):
+    import os
+
+    logdir, _ = trained_run
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(REPO / "eval.py"), "--logdir", str(logdir), "eval.num_clips=2", "eval.num_crops=3",
+                           "eval.output=eval_ddp"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((logdir / "eval_ddp" / "results.json").read_text())
+    assert ddp["num_videos"] == NUM_VAL and ddp["views_per_video"] == 6
+    single = run_eval("--logdir", logdir, "eval.num_clips=2", "eval.num_crops=3", "eval.output=eval_single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    one = json.loads((logdir / "eval_single" / "results.json").read_text())
+    assert ddp["top-1_accuracy"] == one["top-1_accuracy"] and ddp["top-5_accuracy"] == one["top-5_accuracy"]
+    assert ddp["per_class_accuracy"] == one["per_class_accuracy"]
