@@ -117,3 +117,20 @@ def test_different_epochs_see_different_data(tiny_data):
     assert all(torch.equal(x, ds[i][0]) for i, x in enumerate(first))
     ds.set_epoch(1)
     assert not all(torch.equal(x, ds[i][0]) for i, x in enumerate(first))
+
+
+def test_torchrun_skips_a_corrupt_video_without_hanging(tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, num_train=6, num_val=2, frames=8, size=32, seed=4, workers=1)
+    first = sorted((data / "frames" / "000002").glob("*.jpg"))[0]
+    first.write_bytes(first.read_bytes()[:100])  # truncated: that video cannot be read
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    # batch 1 per rank: the rank that draws the broken video has nothing to train on that step
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "train_ddp.py"), "--config", str(REPO / "configs/synthetic.yaml"),
+           *tiny_overrides(data, tmp_path / "run", epochs=1), "train.batch_size=1", "data.skip_corrupt=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped a video" in proc.stderr and "000002" in proc.stderr
+    assert (tmp_path / "run" / "checkpoint-final.pt").is_file()

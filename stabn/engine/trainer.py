@@ -250,7 +250,7 @@ class Trainer:
             clips, labels, _, skipped = next(it)
             wait += time.perf_counter() - t0
             self._count_skipped(skipped)
-            if labels.numel() == 0:
+            if self._empty_anywhere(labels.numel() == 0):
                 continue
             clips = clips.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
@@ -298,6 +298,15 @@ class Trainer:
             "clips_per_s": seen * ctx.world_size / max(elapsed, 1e-9),
             "data_wait": wait / max(elapsed, 1e-9),
         }
+
+    def _empty_anywhere(self, empty: bool) -> bool:
+        """Whether any rank's batch lost all its videos to `data.skip_corrupt`: then every
+        rank skips the step, since DDP's gradient all-reduce needs all of them."""
+        if not (self.cfg.data.skip_corrupt and self.ctx.distributed):
+            return empty
+        flag = torch.tensor([int(empty)], device=self.ctx.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _save_interrupted(self, epoch: int, step: int, sums: torch.Tensor, jitter_gen: torch.Generator) -> None:
         """checkpoint-latest for a stop after `step` steps of `epoch` (0-based)."""
