@@ -15,7 +15,7 @@ from stabn.engine.distributed import DistContext
 from stabn.engine.evaluate import evaluate
 from stabn.engine.trainer import Trainer
 from stabn.data import ClipBatch
-from conftest import REPO
+from conftest import REPO, child_env, torchrun
 
 NUM_VAL = 5
 
@@ -130,14 +130,10 @@ def test_evaluate_averages_views_like_the_hand_computation():
 
 
 def test_eval_under_torchrun_counts_each_video_once(trained_run, tmp_path):
-    import os
-
     logdir, _ = trained_run
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(REPO / "eval.py"), "--logdir", str(logdir), "eval.num_clips=2", "eval.num_crops=3",
-                           "eval.output=eval_ddp"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(torchrun("eval.py", "--logdir", str(logdir), "eval.num_clips=2", "eval.num_crops=3",
+                                   "eval.output=eval_ddp"),
+                          capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((logdir / "eval_ddp" / "results.json").read_text())
     assert ddp["num_videos"] == NUM_VAL and ddp["views_per_video"] == 6

@@ -14,7 +14,7 @@ from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.trainer import Trainer, TrainingError
-from conftest import REPO
+from conftest import REPO, child_env, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +34,6 @@ def overrides(data, logdir, epochs=3, workers=0):
     ]
 
 
-def clean_env():
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_", "LOCAL_RANK", "TORCHELASTIC"))}
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def train_cmd(*args):
     return [sys.executable, str(REPO / "train_dp.py"), "--config", str(REPO / "configs/synthetic.yaml"), *args]
 
@@ -49,7 +41,7 @@ def train_cmd(*args):
 def start(cmd, log_path, cwd):
     """Start `cmd` with stderr going to a file: a pipe nobody reads can fill and stall it."""
     log = open(log_path, "w")
-    return subprocess.Popen(cmd, env=clean_env(), stderr=log, stdout=subprocess.DEVNULL, text=True, cwd=cwd)
+    return subprocess.Popen(cmd, env=child_env(), stderr=log, stdout=subprocess.DEVNULL, text=True, cwd=cwd)
 
 
 def wait_for(log_path, text, timeout=180):
@@ -68,7 +60,7 @@ def final_state(logdir):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(train_cmd(*overrides(data, whole, workers=workers)), env=clean_env(), check=True,
+    subprocess.run(train_cmd(*overrides(data, whole, workers=workers)), env=child_env(), check=True,
                    capture_output=True, cwd=tmp_path, timeout=300)
 
     log = tmp_path / "cut.log"
@@ -86,7 +78,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers)
     assert partial is None or 0 < partial["step"] <= 24
 
     resumed = subprocess.run(train_cmd(*overrides(data, cut, workers=workers), "--resume", "latest"),
-                             env=clean_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                             env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = final_state(whole), final_state(cut)
     assert a["iteration"] == b["iteration"] == 3 * 24
@@ -97,9 +89,8 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers)
 
 def test_worker_killed_under_torchrun_restarts_and_finishes(data, tmp_path):
     logdir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "--max-restarts=1", str(REPO / "train_ddp.py"), "--config", str(REPO / "configs/synthetic.yaml"),
-           *overrides(data, logdir, epochs=6)]
+    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"),
+                   *overrides(data, logdir, epochs=6), launcher_args=("--max-restarts=1",))
     log = tmp_path / "torchrun.log"
     proc = start(cmd, log, tmp_path)
     wait_for(log, "epoch 1:")
@@ -116,7 +107,7 @@ def test_worker_killed_under_torchrun_restarts_and_finishes(data, tmp_path):
 
 def test_non_finite_loss_stops_with_epoch_and_iteration(data, tmp_path):
     proc = subprocess.run(train_cmd(*overrides(data, tmp_path / "run", epochs=1), "train.lr=1e30"),
-                          env=clean_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                          env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: loss is ") and "at epoch 1, iteration " in lines[-1]
@@ -148,14 +139,14 @@ class Payload:
 
 def test_resume_refuses_a_checkpoint_that_carries_code(data, tmp_path):
     logdir = tmp_path / "run"
-    subprocess.run(train_cmd(*overrides(data, logdir, epochs=1)), env=clean_env(), check=True,
+    subprocess.run(train_cmd(*overrides(data, logdir, epochs=1)), env=child_env(), check=True,
                    capture_output=True, cwd=tmp_path, timeout=300)
     ckpt = torch.load(logdir / "checkpoint-latest.pt", weights_only=True)
     marker = tmp_path / "pwned"
     ckpt["history"] = Payload(marker)
     torch.save(ckpt, tmp_path / "evil.pt")
     proc = subprocess.run(train_cmd(*overrides(data, logdir, epochs=2), "--resume", str(tmp_path / "evil.pt")),
-                          env=clean_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                          env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'evil.pt'}: refused to load")
     assert not marker.exists()

@@ -12,7 +12,7 @@ from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
 from stabn.engine.trainer import Trainer, make_dataset
-from conftest import REPO
+from conftest import REPO, child_env, torchrun
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly
 
@@ -43,12 +43,9 @@ def test_shard_sampler_sees_every_index_once():
 
 def test_torchrun_two_processes(tiny_data, tmp_path):
     logdir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train_ddp.py"), "--config", str(REPO / "configs/synthetic.yaml"),
-           *tiny_overrides(tiny_data, logdir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"),
+                   *tiny_overrides(tiny_data, logdir))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     for name in ("checkpoint-best.pt", "checkpoint-0001.pt", "checkpoint-0002.pt",
@@ -124,13 +121,10 @@ def test_torchrun_skips_a_corrupt_video_without_hanging(tmp_path):
     make_synthetic_dataset(data, num_train=6, num_val=2, frames=8, size=32, seed=4, workers=1)
     first = sorted((data / "frames" / "000002").glob("*.jpg"))[0]
     first.write_bytes(first.read_bytes()[:100])  # truncated: that video cannot be read
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_"))}
-    env["OMP_NUM_THREADS"] = "1"
     # batch 1 per rank: the rank that draws the broken video has nothing to train on that step
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train_ddp.py"), "--config", str(REPO / "configs/synthetic.yaml"),
-           *tiny_overrides(data, tmp_path / "run", epochs=1), "train.batch_size=1", "data.skip_corrupt=true"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"),
+                   *tiny_overrides(data, tmp_path / "run", epochs=1), "train.batch_size=1", "data.skip_corrupt=true")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped a video" in proc.stderr and "000002" in proc.stderr
     assert (tmp_path / "run" / "checkpoint-final.pt").is_file()
