@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -11,15 +12,77 @@ from .config import Config, load_config
 from .errors import StabnError
 
 
+# How torch re-raises an error of a DataLoader worker (or of its pin-memory thread).
+_WORKER_PREFIX = re.compile(r"^Caught \w+ in [^\n]*\.\nOriginal Traceback")
+
+
+def error_message(error: BaseException) -> str:
+    """The one line `run_cli` prints for `error`.
+
+    An error raised in a DataLoader worker reaches the main process as the same type with a
+    multi-line message ("Caught DataError in DataLoader worker process 0." and the worker's
+    traceback); that is reduced to the worker's own message. Any line breaks left become spaces."""
+    message = str(error)
+    if _WORKER_PREFIX.match(message):
+        cls = type(error)
+        name = cls.__qualname__ if cls.__module__ in ("__main__", "builtins") else f"{cls.__module__}.{cls.__qualname__}"
+        # The traceback ends with "<module>.<Class>: <the original message>".
+        _, sep, tail = message.rpartition(f"\n{name}: ")
+        if sep:
+            message = tail
+        else:  # a type the traceback names otherwise: take its last line
+            last = message.strip().splitlines()[-1]
+            message = re.sub(r"^[\w.]+: ", "", last)
+    return " ".join(message.split())
+
+
+def stop_loader_workers(error: BaseException) -> int:
+    """Shut down the worker processes of the DataLoader iterators that the frames of `error`'s
+    traceback (and of its causes and contexts) hold; return how many iterators were stopped.
+
+    Needed because the traceback and the iterator end up in a reference cycle: when the garbage
+    collector frees it, the index queues' finalizers may have closed them before the iterator's
+    own shutdown sends its workers their stop signal, and the workers, which ignore SIGTERM
+    (`trainer._ignore_stop_signals`), then keep the exit waiting for ever."""
+    try:
+        from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return 0
+    stopped, seen = 0, set()
+    pending: List[Optional[BaseException]] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        pending += [e.__cause__, e.__context__]
+        tb = e.__traceback__
+        while tb is not None:
+            for value in list(tb.tb_frame.f_locals.values()):
+                if isinstance(value, _MultiProcessingDataLoaderIter) and not value._shutdown:
+                    try:
+                        value._shutdown_workers()
+                    except Exception:  # best effort: the error itself is what must come out
+                        continue
+                    stopped += 1
+            tb = tb.tb_next
+    return stopped
+
+
 def run_cli(main: Callable[[], Optional[int]]) -> None:
     """Run `main`; bad input ends as one `error: ...` line and exit code 2, no traceback."""
     try:
         code = main()
     except StabnError as e:
-        print(f"error: {e}", file=sys.stderr)
+        stop_loader_workers(e)
+        print(f"error: {error_message(e)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        stop_loader_workers(e)
         sys.exit(130)
+    except BaseException as e:  # a bug, or SystemExit: let it through, without hanging on workers
+        stop_loader_workers(e)
+        raise
     sys.exit(code or 0)
 
 

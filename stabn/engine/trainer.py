@@ -138,6 +138,7 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
         self.partial: Optional[Dict[str, Any]] = None
         self.stop = StopRequest()
+        self._config_saved = False
         self._resume()
 
         if ctx.distributed:
@@ -167,6 +168,11 @@ class Trainer:
         an interrupted epoch stands (steps done, RNG states, running loss sums)."""
         if not self.ctx.is_main:
             return
+        if not self._config_saved:
+            # Written with the first checkpoint, not at start-up: a run that fails before it
+            # has anything to save leaves an earlier run's config.yaml in place.
+            save_config(self.cfg, self.logdir)
+            self._config_saved = True
         extra = {"run_config": self.cfg.to_dict(), "history": self.history}
         if partial is not None:
             extra["partial_epoch"] = partial
@@ -339,7 +345,6 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         if ctx.is_main:
             self.logdir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.logdir)
         barrier()
         with self.stop:
             return self._epochs()

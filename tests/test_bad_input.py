@@ -1,0 +1,314 @@
+"""Bad input in every command: one `error: ...` line on stderr naming the file, line, key or
+value at fault, exit code 2, no traceback, and nothing already written lost.
+
+`train_dp.py` and `eval.py` run for real, as subprocesses, on tiny data. Each pays for importing
+torch, so the `runs` fixture starts them all at once, a few at a time, and every test checks one
+result. `python -m stabn.bench` and `python -m stabn.data.synthetic` report errors themselves,
+without `run_cli`; they run in process here.
+"""
+import concurrent.futures
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stabn.bench.__main__ import main as bench_main
+from stabn.checkpoint import read_checkpoint, read_state_dict
+from stabn.cli import error_message, stop_loader_workers
+from stabn.config import load_config
+from stabn.data.synthetic import main as synthetic_main, make_synthetic_dataset
+from stabn.engine.distributed import DistContext
+from stabn.engine.trainer import Trainer
+from stabn.errors import DataError
+from stabn.models import build_model
+from conftest import REPO
+
+CONFIG = REPO / "configs" / "synthetic.yaml"
+TRUNCATED = ("000002", "000003.jpg")  # a training video and one of its frames
+RANDOM_BYTES = ("000003", "000005.jpg")
+
+
+def tiny_overrides(data, logdir, workers=0):
+    return [
+        f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
+        f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
+        f"data.class_names={data}/classes.txt", "data.frame_length=8", "data.frame_size=32",
+        f"data.num_workers={workers}", "data.hflip=false", "train.epochs=1", "train.batch_size=2",
+        "train.warmup_epochs=0", "train.milestones=[1]", "eval.batch_size=2",
+    ]
+
+
+def train_cmd(data, logdir, *extra, workers=0):
+    return [sys.executable, str(REPO / "train_dp.py"), "--config", str(CONFIG),
+            *tiny_overrides(data, logdir, workers), *extra]
+
+
+def eval_cmd(logdir, checkpoint, data, *extra):
+    return [sys.executable, str(REPO / "eval.py"), "--logdir", str(logdir), "--checkpoint", str(checkpoint),
+            f"data.frames_root={data}/frames", f"data.val_labels={data}/val.txt", "data.num_workers=0", *extra]
+
+
+def frame(data, video_frame):
+    return data / "frames" / video_frame[0] / video_frame[1]
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def scramble(path):
+    junk = random.Random(0).randbytes(1000)
+    assert not junk.startswith(b"\xff\xd8")  # not even the start of a JPEG
+    path.write_bytes(junk)
+
+
+def replace_line(path, lineno, text):
+    lines = path.read_text().splitlines()
+    lines[lineno - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("bad_input")
+
+
+@pytest.fixture(scope="module")
+def data(tmp):
+    root = tmp / "data"
+    make_synthetic_dataset(root, num_train=4, num_val=2, frames=8, size=32, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def variants(tmp, data):
+    """Copies of the data, each with one kind of damage."""
+    def variant(name, damage):
+        root = tmp / name
+        shutil.copytree(data, root)
+        damage(root)
+        return root
+
+    return {
+        "malformed": variant("malformed", lambda r: replace_line(r / "train.txt", 2, "000002 abc 1")),
+        "class_range": variant("class_range", lambda r: replace_line(r / "val.txt", 2, "000006 8 8")),
+        "missing": variant("missing", lambda r: shutil.rmtree(r / "frames" / "000003")),
+        "truncated": variant("truncated", lambda r: truncate(frame(r, TRUNCATED))),
+        "random": variant("random", lambda r: scramble(frame(r, RANDOM_BYTES))),
+        "both": variant("both", lambda r: (truncate(frame(r, TRUNCATED)), scramble(frame(r, RANDOM_BYTES)))),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp, data):
+    """A run folder after one tiny epoch of ST-ABN (8 classes, 8 frames)."""
+    logdir = tmp / "trained"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(load_config(CONFIG, tiny_overrides(data, logdir)), DistContext()).fit()
+    finally:
+        torch.set_num_threads(threads)
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def existing(tmp, trained):
+    """A copy of the trained run folder, which a failing run then writes into; and the bytes of
+    its checkpoints, history and config before that."""
+    logdir = tmp / "existing"
+    shutil.copytree(trained, logdir)
+    return logdir, {p.name: p.read_bytes() for p in logdir.iterdir()
+                    if p.suffix == ".pt" or p.name in ("history.json", "config.yaml", "args.json")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp, data, variants, trained, existing):
+    """Every command of the tests below, run concurrently: name -> CompletedProcess."""
+    v = variants
+    ckpt = trained / "checkpoint-final.pt"
+    half = tmp / "half.pt"
+    half.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("model:\n  name: abn_resnet18\n  width: [16\ntrain:\n  epochs: 2\n")
+    commands = {
+        "malformed": train_cmd(v["malformed"], tmp / "r_malformed"),
+        "class_range": train_cmd(v["class_range"], tmp / "r_class_range"),
+        "missing_0": train_cmd(v["missing"], tmp / "r_missing_0"),
+        "missing_1": train_cmd(v["missing"], tmp / "r_missing_1", workers=1),
+        # the truncated frame: into a run folder that holds a good run's checkpoints
+        "truncated_0": train_cmd(v["truncated"], existing[0]),
+        "random_1": train_cmd(v["random"], tmp / "r_random_1", workers=1),
+        "skip_0": train_cmd(v["both"], tmp / "r_skip_0", "data.skip_corrupt=true"),
+        "skip_1": train_cmd(v["both"], tmp / "r_skip_1", "data.skip_corrupt=true", workers=1),
+        "frame_size": train_cmd(data, tmp / "r_frame_size", "data.frame_size=64"),
+        "yaml_syntax": [sys.executable, str(REPO / "train_dp.py"), "--config", str(bad_yaml)],
+        "eval_half": eval_cmd(tmp / "e_half", half, data),
+        "eval_classes": eval_cmd(tmp / "e_classes", ckpt, data, "model.num_classes=5"),
+        "eval_length": eval_cmd(tmp / "e_length", ckpt, data, "data.frame_length=4"),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(cmd):
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=180)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(run, cmd) for name, cmd in commands.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def error_line(proc):
+    """The one `error: ...` line of a failed command, after checking the rule."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+# -- label files --------------------------------------------------------------------------
+
+
+def test_malformed_label_line_names_file_and_line(runs, variants):
+    line = error_line(runs["malformed"])
+    assert line.startswith(f"error: {variants['malformed'] / 'train.txt'}:2: ") and "'abc'" in line
+
+
+def test_class_id_out_of_range_names_file_and_line(runs, variants):
+    assert error_line(runs["class_range"]) == \
+        f"error: {variants['class_range'] / 'val.txt'}:2: class id 8 is outside [0, 8)"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_missing_frame_folder_is_named(runs, variants, workers):
+    folder = variants["missing"] / "frames" / "000003"
+    assert error_line(runs[f"missing_{workers}"]) == f"error: frame folder {folder} does not exist"
+
+
+# -- frames -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,variant,where", [("truncated_0", "truncated", TRUNCATED),
+                                                ("random_1", "random", RANDOM_BYTES)])
+def test_corrupt_jpeg_is_named(runs, variants, name, variant, where):
+    line = error_line(runs[name])
+    assert line.startswith(f"error: corrupt JPEG {frame(variants[variant], where)}: "), line
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_skip_corrupt_trains_and_logs_the_skipped_videos(runs, tmp, variants, workers):
+    proc = runs[f"skip_{workers}"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for where in (TRUNCATED, RANDOM_BYTES):
+        assert re.search(rf"skipped a video .*corrupt JPEG {re.escape(str(frame(variants['both'], where)))}",
+                         proc.stderr), proc.stderr[-3000:]
+    assert (tmp / f"r_skip_{workers}" / "checkpoint-final.pt").is_file()
+
+
+def test_frames_smaller_than_the_crop_name_the_folder(runs, data):
+    line = error_line(runs["frame_size"])
+    assert re.fullmatch(rf"error: frames of {re.escape(str(data / 'frames'))}/\d{{6}} are 32x32, "
+                        r"smaller than the 64x64 crop", line), line
+
+
+def test_failing_run_keeps_what_an_earlier_run_wrote(runs, existing):
+    error_line(runs["truncated_0"])
+    logdir, before = existing
+    for name, content in before.items():
+        assert (logdir / name).read_bytes() == content, name
+    assert read_checkpoint(logdir / "checkpoint-latest.pt")["epoch"] == 1
+
+
+# -- configs ------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_through_train_dp(runs, tmp):
+    assert re.fullmatch(rf"error: {re.escape(str(tmp / 'bad.yaml'))}:\d+: YAML syntax error.*",
+                        error_line(runs["yaml_syntax"]))
+
+
+# -- checkpoints --------------------------------------------------------------------------
+
+
+def test_eval_truncated_checkpoint(runs, tmp):
+    assert error_line(runs["eval_half"]).startswith(f"error: {tmp / 'half.pt'}: not a PyTorch checkpoint")
+
+
+def test_eval_checkpoint_that_does_not_fit_names_the_first_key(runs, trained):
+    ckpt = trained / "checkpoint-final.pt"
+    state = read_state_dict(ckpt)
+    model = build_model("abn_resnet18", 5, 8, 32, width=4).state_dict()
+    first = next(k for k, t in model.items() if k not in state or state[k].shape != t.shape)
+    line = error_line(runs["eval_classes"])
+    assert line.startswith(f"error: {ckpt}: ") and f"'{first}'" in line, line
+
+
+def test_eval_frame_length_the_model_cannot_take(runs, trained):
+    line = error_line(runs["eval_length"])
+    assert line.startswith(f"error: {trained / 'checkpoint-final.pt'}: ") and "'fc_att_out.weight'" in line, line
+
+
+# -- the other commands, in process (their own tests run them as subprocesses) -------------
+
+
+def test_bench_loader_names_the_corrupt_frame(variants, capsys):
+    root = variants["truncated"]
+    code = bench_main(["loader", "--frames-root", str(root / "frames"), "--label-file", str(root / "train.txt"),
+                       "--frame-length", "8", "--frame-size", "32", "--mode", "eval", "--batch-size", "4",
+                       "--num-batches", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: corrupt JPEG {frame(root, TRUNCATED)}: "), err
+
+
+def test_synthetic_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    code = synthetic_main(["--out", str(tmp_path / "a_file"), "--num-train", "2", "--num-val", "0",
+                           "--frames", "4", "--size", "32", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: cannot write to {tmp_path / 'a_file'}"), err
+    assert (tmp_path / "a_file").read_text() == ""
+
+
+# -- run_cli's helpers, in process ----------------------------------------------------------
+
+
+class _Failing(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        raise DataError(f"corrupt JPEG /videos/{index}/000001.jpg: bad\nsecond line")
+
+
+def _ignore_sigterm(worker_id):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as the trainer's loader workers do
+
+
+def test_error_message_of_a_loader_worker_is_its_own():
+    loader = DataLoader(_Failing(), batch_size=2, num_workers=1, worker_init_fn=_ignore_sigterm)
+    it = iter(loader)
+    workers = list(it._workers)
+    with pytest.raises(DataError) as caught:
+        next(it)
+    error = caught.value
+    del it
+    assert "Caught DataError in DataLoader worker process 0" in str(error)  # what torch makes of it
+    assert error_message(error) == "corrupt JPEG /videos/0/000001.jpg: bad second line"
+    assert error_message(DataError("a.txt:3: class id 9 is outside [0, 8)")) == \
+        "a.txt:3: class id 9 is outside [0, 8)"
+
+    # The workers ignore SIGTERM: only an orderly shutdown ends them, which run_cli does
+    # through the frames of the error's traceback.
+    assert all(w.is_alive() for w in workers)
+    assert stop_loader_workers(error) == 1
+    assert not any(w.is_alive() for w in workers)
+    assert stop_loader_workers(error) == 0
