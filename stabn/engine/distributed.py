@@ -35,10 +35,24 @@ def setup_distributed(launcher: str) -> DistContext:
         else:
             device, backend = torch.device("cpu"), "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend)
+            _init_process_group(backend)
         return DistContext(rank, world, local_rank, device, True)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     return DistContext(device=device)
+
+
+def _init_process_group(backend: str) -> None:
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restart == 0:
+        dist.init_process_group(backend=backend)
+        return
+    # Restarted workers share torchrun's store with the round before; under a fresh prefix
+    # they cannot read that round's Gloo/NCCL addresses and dial processes that are gone.
+    from torch.distributed.rendezvous import rendezvous
+
+    store, rank, world = next(rendezvous("env://"))
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"stabn/restart-{restart}", store),
+                            rank=rank, world_size=world)
 
 
 def cleanup_distributed() -> None:
