@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import Optional, Sequence
 
 from ..errors import StabnError
-from . import loader
+from . import loader, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           description=loader.__doc__)
     loader.add_arguments(loader_parser)
     loader_parser.set_defaults(run=loader.main)
+    for mode, summary in (("train", "training-step throughput, peak memory and MFU of a model"),
+                          ("infer", "inference throughput, peak memory and MFU of a model")):
+        mode_parser = subparsers.add_parser(mode, help=summary, description=train.__doc__)
+        train.add_arguments(mode_parser)
+        mode_parser.set_defaults(run=functools.partial(train.main, mode=mode))
     return parser
 
 

@@ -1,0 +1,291 @@
+"""Model throughput: training steps or inference forwards on random clips made on the device.
+
+A training step is what `stabn/engine/trainer.py` does once the batch is on the device: forward
+under autocast, cross-entropy (for an ST-ABN, CE(logits) + CE(att_logits)), backward, and an
+SGD step (fused on CUDA, foreach on the CPU). Data loading is left out (see the `loader`
+benchmark). Prints one JSON line per configuration: clips/s, ms per step, peak memory, the
+forward's FLOPs (counted by `torch.utils.flop_counter.FlopCounterMode`) and, on a GPU, the
+model FLOPs utilisation (a training step counts as 3 forwards).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import platform
+import resource
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..errors import ConfigError
+from ..models import MODEL_NAMES, STABNOutput, build_model
+
+AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+# Dense peak TFLOP/s as (bf16/fp16, tf32) by device name; the first matching entry wins.
+# Full-precision runs count against tf32: cuDNN convolutions use TF32 by default.
+PEAK_TFLOPS: List[Tuple[str, float, float]] = [
+    ("H100 PCIe", 756.0, 378.0),
+    ("H100", 989.0, 494.0),
+    ("H200", 989.0, 494.0),
+    ("A100", 312.0, 156.0),
+]
+
+
+def fast_defaults(device: torch.device) -> Tuple[str, bool]:
+    """(amp, channels_last) that run fastest by default: bf16 and channels_last_3d on a GPU, as
+    the trainer does; fp32 and channels_last_3d on the CPU, where bf16 autocast was measured
+    10x slower and channels_last_3d 1.2x (train) to 1.3x (infer) faster (docs/PERFORMANCE.md)."""
+    return ("bf16" if device.type == "cuda" else "off"), True
+
+
+def peak_tflops(device_name: str, amp: str) -> Optional[float]:
+    """The device's dense peak for the precision `amp` runs in, or None if not in the table."""
+    for key, half, tf32 in PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            return half if amp in ("bf16", "fp16") else tf32
+    return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """`model` with its Conv3d weights in channels_last_3d. ``model.to(memory_format=...)``
+    itself fails on an ST-ABN: it converts every 4-D and 5-D tensor, and `conv_temp_att2` is
+    a Conv2d (4-D weight), which channels_last_3d cannot hold."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def count_forward_flops(model: nn.Module, clips: torch.Tensor) -> int:
+    """FLOPs of one forward of `clips` (a multiply-add counts 2), as FlopCounterMode counts them."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(clips)
+    return counter.get_total_flops()
+
+
+class PeakMemory:
+    """Peak memory since the last `reset()`: `torch.cuda.max_memory_allocated` on a GPU; on the
+    CPU the growth of the process's peak RSS (`resource.getrusage`), its peak first reset to
+    the current RSS where Linux allows it (/proc/self/clear_refs), after glibc has returned
+    freed memory (`malloc_trim`), so that configurations measured in turn are comparable."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_peak_rss_growth"
+        self._start = 0
+        self.reset()
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        with contextlib.suppress(OSError, AttributeError):  # glibc: give freed heap pages back first
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:  # the peak stays the process's: a later configuration may under-report
+            self.kind = "cpu_peak_rss_growth_over_process_peak"
+        self._start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self._start) / 1024  # KiB on Linux
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _loss(out: object, labels: torch.Tensor) -> torch.Tensor:
+    if isinstance(out, STABNOutput):
+        return F.cross_entropy(out.logits.float(), labels) + F.cross_entropy(out.att_logits.float(), labels)
+    return F.cross_entropy(out.float(), labels)
+
+
+def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, batch_size: int,
+              width: int = 64, num_classes: int = 174, device: str = "cpu", amp: str = "off",
+              channels_last: bool = False, compile: bool = False, steps: int = 20, warmup: int = 5,
+              peak: Optional[float] = None) -> Dict[str, object]:
+    """Time `steps` training steps (`mode="train"`) or forwards (`"infer"`) after `warmup`
+    untimed ones; return the figures as a dict (the JSON line)."""
+    dev = torch.device(device)
+    dtype = AMP_DTYPES[amp]
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: tune the convolutions once
+    # On the CPU from here, so that weights, gradients, momenta and activations count (freed
+    # memory may stay resident); on a GPU from after the warm-up (see below).
+    memory = PeakMemory(dev)
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes, frame_length, frame_size, width=width).to(dev)
+    model.train(mode == "train")
+    clips = torch.randn(batch_size, 3, frame_length, frame_size, frame_size, device=dev)
+    labels = torch.randint(0, num_classes, (batch_size,), device=dev)
+    if channels_last:
+        to_channels_last_3d(model)
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    flops = count_forward_flops(model, clips)
+    net = torch.compile(model) if compile else model
+    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    if mode == "train":
+        fused = dev.type == "cuda"
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                    foreach=None if fused else True, fused=fused or None)
+        scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+
+        def step() -> None:
+            with autocast:
+                loss = _loss(net(clips), labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    else:
+        def step() -> None:
+            with torch.no_grad(), autocast:
+                net(clips)
+
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    if dev.type == "cuda":
+        memory.reset()  # the steady state, without cuDNN's autotuning workspaces
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    elapsed = time.perf_counter() - start
+    step_s = elapsed / steps
+    achieved = flops * (3 if mode == "train" else 1) / step_s / 1e12
+    if dev.type != "cuda":
+        peak = None  # no MFU on the CPU
+    elif peak is None:
+        peak = peak_tflops(device_name(dev), amp)
+    return {
+        "mode": mode, "model": model_name, "frame_length": frame_length, "frame_size": frame_size,
+        "batch_size": batch_size, "width": width, "num_classes": num_classes,
+        "device": dev.type, "device_name": device_name(dev), "amp": amp, "channels_last": channels_last,
+        "compile": compile, "steps": steps, "warmup": warmup, "threads": torch.get_num_threads(),
+        "clips_per_s": round(batch_size / step_s, 3), "step_ms": round(step_s * 1e3, 3),
+        "peak_mem_mb": round(memory.mb(), 1), "peak_mem_kind": memory.kind,
+        "forward_gflops": flops / 1e9, "achieved_tflops": round(achieved, 4),
+        "peak_tflops": peak, "mfu": round(achieved / peak, 4) if peak else None,
+        "torch": torch.__version__,
+    }
+
+
+def _release(device: torch.device) -> None:
+    """Free the last configuration's tensors before the next one is measured."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` and ``infer`` subcommands' options."""
+    parser.add_argument("--model", default="abn_resnet50", help="a registered model name")
+    parser.add_argument("--frame-length", type=int, default=32)
+    parser.add_argument("--frame-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--width", type=int, default=64, help="channels of the first stage")
+    parser.add_argument("--num-classes", type=int, default=174)
+    parser.add_argument("--amp", choices=("auto", *AMP_DTYPES), default="auto",
+                        help="autocast dtype (default auto: bf16 on CUDA, off on the CPU)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels_last_3d convolution weights and input (default: on)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="default: cuda when available")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the GPU's dense peak TFLOP/s for the precision used (default: from a table)")
+    parser.add_argument("--compare", action="store_true",
+                        help="measure train and infer, baseline (fp32, NCDHW, eager) and this configuration, "
+                             "and print the speed-ups")
+
+
+@contextlib.contextmanager
+def _threads(n: Optional[int]) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check(args: argparse.Namespace) -> torch.device:
+    if args.model not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    for name in ("frame_length", "frame_size", "batch_size", "width", "num_classes", "steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise ConfigError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def main(args: argparse.Namespace, mode: str) -> int:
+    """Run the benchmark the parsed `args` describe (`mode`: train or infer); print JSON lines."""
+    device = _check(args)
+    amp_default, channels_last_default = fast_defaults(device)
+    fast = {"amp": amp_default if args.amp == "auto" else args.amp,
+            "channels_last": channels_last_default if args.channels_last is None else args.channels_last,
+            "compile": args.compile}
+    baseline = {"amp": "off", "channels_last": False, "compile": False}
+    common = dict(model_name=args.model, frame_length=args.frame_length, frame_size=args.frame_size,
+                  batch_size=args.batch_size, width=args.width, num_classes=args.num_classes,
+                  device=str(device), steps=args.steps, warmup=args.warmup, peak=args.peak_tflops)
+
+    def run(m: str, cfg: Dict[str, object]) -> Dict[str, object]:
+        return benchmark(m, **common, **cfg)
+
+    with _threads(args.threads):
+        if not args.compare:
+            print(json.dumps(run(mode, fast)), flush=True)
+            return 0
+        speedups: Dict[str, float] = {}
+        for m in ("train", "infer"):
+            figures = []
+            for cfg in (baseline, fast):
+                result = run(m, cfg)
+                _release(device)
+                print(json.dumps(result), flush=True)
+                figures.append(float(result["clips_per_s"]))
+            speedups[f"{m}_speedup"] = round(figures[1] / figures[0], 3)
+        print(json.dumps({"mode": "compare", "model": args.model, "device": device.type,
+                          "baseline": baseline, "fast": fast, **speedups, "torch": torch.__version__}))
+    return 0

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stabn import build_model
+from stabn.bench.__main__ import main
+from stabn.bench.train import peak_tflops
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model", "abn_resnet18", "--width", "4", "--frame-length", "4", "--frame-size", "32",
+        "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
+KEYS = {"mode", "model", "frame_length", "frame_size", "batch_size", "width", "device", "amp", "channels_last",
+        "compile", "clips_per_s", "step_ms", "peak_mem_mb", "peak_mem_kind", "forward_gflops", "mfu", "torch"}
+
+
+def bench(*args):
+    result = subprocess.run([sys.executable, "-m", "stabn.bench", *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.strip().splitlines()]
+
+
+def tiny_forward_gflops() -> float:
+    model = build_model("abn_resnet18", 174, 4, 32, width=4)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.randn(2, 3, 4, 32, 32))
+    return counter.get_total_flops() / 1e9
+
+
+def check(report, mode):
+    assert KEYS <= report.keys()
+    assert report["mode"] == mode and report["model"] == "abn_resnet18" and report["device"] == "cpu"
+    assert (report["frame_length"], report["frame_size"], report["batch_size"], report["width"]) == (4, 32, 2, 4)
+    assert report["clips_per_s"] > 0 and report["step_ms"] > 0
+    assert report["clips_per_s"] == pytest.approx(2000 / report["step_ms"], rel=1e-3)
+    assert report["peak_mem_mb"] >= 0 and report["peak_mem_kind"].startswith("cpu_peak_rss")
+    assert report["forward_gflops"] == pytest.approx(tiny_forward_gflops(), rel=1e-9)
+    assert report["mfu"] is None and report["peak_tflops"] is None  # no MFU on the CPU
+    assert report["torch"] == torch.__version__
+
+
+def test_train_cpu():
+    (report,) = bench("train", *TINY)
+    check(report, "train")
+    # the CPU's fast default: fp32, channels_last_3d, eager
+    assert report["amp"] == "off" and report["channels_last"] is True and report["compile"] is False
+
+
+def test_infer_with_options():
+    (report,) = bench("infer", *TINY, "--amp", "bf16", "--no-channels-last", "--threads", "1")
+    check(report, "infer")
+    assert report["amp"] == "bf16" and report["channels_last"] is False and report["threads"] == 1
+
+
+def test_compare():
+    *runs, ratios = bench("train", *TINY, "--compare")
+    assert [(r["mode"], r["amp"], r["channels_last"]) for r in runs] == [
+        ("train", "off", False), ("train", "off", True), ("infer", "off", False), ("infer", "off", True)]
+    for r in runs:
+        check(r, r["mode"])
+    assert ratios["mode"] == "compare"
+    assert ratios["baseline"] == {"amp": "off", "channels_last": False, "compile": False}
+    assert ratios["fast"] == {"amp": "off", "channels_last": True, "compile": False}
+    assert ratios["train_speedup"] == pytest.approx(runs[1]["clips_per_s"] / runs[0]["clips_per_s"], abs=1e-3)
+    assert ratios["infer_speedup"] == pytest.approx(runs[3]["clips_per_s"] / runs[2]["clips_per_s"], abs=1e-3)
+
+
+def test_peak_table():
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "off") == 494
+    assert peak_tflops("NVIDIA H200", "fp16") == 989
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "off") == 156
+    assert peak_tflops("Some GPU", "bf16") is None
+
+
+def test_cli_errors(capsys):
+    assert main(["train", "--model", "resnet5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown model 'resnet5'; choose one of: ") and "\n" not in err
+    assert main(["infer", *TINY, "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --steps must be >= 1, got 0"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--amp", "fp8"])
+    assert e.value.code == 2
