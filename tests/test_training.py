@@ -12,6 +12,7 @@ from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
 from stabn.engine.trainer import Trainer, make_dataset
+from stabn.models import build_model, to_channels_last_3d
 from conftest import REPO, child_env, torchrun
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly
@@ -128,3 +129,13 @@ def test_torchrun_skips_a_corrupt_video_without_hanging(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped a video" in proc.stderr and "000002" in proc.stderr
     assert (tmp_path / "run" / "checkpoint-final.pt").is_file()
+
+
+def test_channels_last_training_of_stabn(tiny_data, tmp_path):
+    """The GPU default layout, run on the CPU: ST-ABN has a Conv2d among its Conv3d layers."""
+    result = train_in_process(tiny_overrides(tiny_data, tmp_path / "cl", epochs=1) + ["train.channels_last=true"])
+    assert result["history"][0]["val"]["num_videos"] == NUM_VAL
+    model = build_model("abn_resnet18", 8, 8, 32, width=4)
+    to_channels_last_3d(model)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert model.conv_temp_att2[0].weight.is_contiguous()

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import ConfigError
-from ..models import MODEL_NAMES, STABNOutput, build_model
+from ..models import MODEL_NAMES, STABNOutput, build_model, to_channels_last_3d
 
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 
@@ -65,16 +65,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def to_channels_last_3d(model: nn.Module) -> nn.Module:
-    """`model` with its Conv3d weights in channels_last_3d. ``model.to(memory_format=...)``
-    itself fails on an ST-ABN: it converts every 4-D and 5-D tensor, and `conv_temp_att2` is
-    a Conv2d (4-D weight), which channels_last_3d cannot hold."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv3d):
-            module.to(memory_format=torch.channels_last_3d)
-    return model
 
 
 def count_forward_flops(model: nn.Module, clips: torch.Tensor) -> int:

@@ -22,7 +22,7 @@ from ..config import Config, save_config
 from ..data import FrameClipDataset, JitterConfig, collate_clips, mean_std, normalize_batch
 from ..errors import StabnError
 from ..fileio import atomic_write_text
-from ..models import STABNOutput, build_model
+from ..models import STABNOutput, build_model, to_channels_last_3d
 from .distributed import DistContext, ShardSampler, barrier
 from .evaluate import EvalResult, autocast, evaluate
 
@@ -122,7 +122,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(ctx.device)
         if self.channels_last:
-            model.to(memory_format=torch.channels_last_3d)
+            to_channels_last_3d(model)
         self.model = model
         # One fused kernel for the whole update on GPUs; multi-tensor ops on the CPU.
         fused = ctx.device.type == "cuda"

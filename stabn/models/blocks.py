@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Type, Union
 
+import torch
 from torch import Tensor, nn
 
 Triple = Tuple[int, int, int]
@@ -130,3 +131,13 @@ def check_clip(x: Tensor, frame_length: Optional[int], model_name: str) -> None:
             f"{x.shape[2]} frames (shape {list(x.shape)}); build or load the model with "
             f"frame_length={x.shape[2]} or sample {frame_length} frames"
         )
+
+
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """`model` with its Conv3d weights in channels_last_3d. ``model.to(memory_format=...)``
+    itself fails on an ST-ABN: it converts every 4-D and 5-D tensor, and `conv_temp_att2` is
+    a Conv2d (4-D weight), which channels_last_3d cannot hold."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            module.to(memory_format=torch.channels_last_3d)
+    return model
