@@ -10,6 +10,7 @@ from stabn.checkpoint import (infer_model_config, model_config, read_checkpoint,
 from stabn.errors import CheckpointError
 from stabn.fileio import atomic_write
 from stabn.models import build_model
+from conftest import CodePayload
 from reference import (fill_rule, load_reference, max_relative_error, reference_outputs,
                        run_reference_input)
 
@@ -133,20 +134,12 @@ def test_file_that_is_not_a_checkpoint_is_named(tmp_path):
         stabn.load_pretrained(tmp_path / "missing.pt")
 
 
-class Payload:
-    """Unpickling this would create a file: the proof that code ran."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     sd = build_model("abn_resnet18", 4, 4, 32, width=4).state_dict()
-    torch.save({"model_state_dict": sd, "epoch": Payload(marker)}, tmp_path / "evil.pt")
+    torch.save({"model_state_dict": sd, "epoch": CodePayload(marker)}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match=r"evil\.pt: refused to load"):
         stabn.load_pretrained(tmp_path / "evil.pt")
     assert not marker.exists()

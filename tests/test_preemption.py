@@ -14,7 +14,7 @@ from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.trainer import Trainer, TrainingError
-from conftest import REPO, child_env, torchrun
+from conftest import REPO, CodePayload, child_env, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +129,6 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(data, tmp_path):
     assert read_checkpoint(logdir / "checkpoint-latest.pt")["epoch"] == 1
 
 
-class Payload:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_resume_refuses_a_checkpoint_that_carries_code(data, tmp_path):
@@ -143,7 +137,7 @@ def test_resume_refuses_a_checkpoint_that_carries_code(data, tmp_path):
                    capture_output=True, cwd=tmp_path, timeout=300)
     ckpt = torch.load(logdir / "checkpoint-latest.pt", weights_only=True)
     marker = tmp_path / "pwned"
-    ckpt["history"] = Payload(marker)
+    ckpt["history"] = CodePayload(marker)
     torch.save(ckpt, tmp_path / "evil.pt")
     proc = subprocess.run(train_cmd(*overrides(data, logdir, epochs=2), "--resume", str(tmp_path / "evil.pt")),
                           env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)

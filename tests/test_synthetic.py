@@ -157,7 +157,7 @@ def test_render_matches_ground_truth_box():
     assert video.shape == (8, 64, 64, 3) and video.dtype == np.uint8
     for t, box in enumerate(boxes):
         x0, y0, x1, y1 = box
-        cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+        cy = int((y0 + y1) / 2)
         inner = video[t, cy - 2:cy + 3, int(x0) + 3:int(x1) - 3]  # row through the centre
         assert inner.size and np.ptp(inner.astype(int), axis=-1).max() > 100
 

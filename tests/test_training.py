@@ -1,8 +1,6 @@
 """The training loop for real: torchrun with two Gloo processes, resume, exact counting."""
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 import torch

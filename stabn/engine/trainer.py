@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import load_weights, model_config, read_checkpoint, save_checkpoint, unwrap_model
+from ..checkpoint import load_weights, model_config, read_checkpoint, save_checkpoint
 from ..config import Config, save_config
 from ..data import FrameClipDataset, JitterConfig, collate_clips, mean_std, normalize_batch
 from ..errors import StabnError
@@ -159,9 +159,8 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------
     def _checkpoint_config(self) -> Dict[str, Any]:
         d = self.cfg.data
-        cfg = model_config(self.cfg.model.name, self.cfg.model.num_classes, d.frame_length,
-                           d.frame_size, self.cfg.model.width, d.channel_order)
-        return cfg
+        return model_config(self.cfg.model.name, self.cfg.model.num_classes, d.frame_length,
+                            d.frame_size, self.cfg.model.width, d.channel_order)
 
     def save(self, name: str, epoch: int, partial: Optional[Dict[str, Any]] = None) -> None:
         """Rank 0 writes `name`; `epoch` counts completed epochs, and `partial` holds where
@@ -342,8 +341,7 @@ class Trainer:
                         on_skipped=self._count_skipped, channel_order=c.data.channel_order)
 
     def fit(self) -> Dict[str, Any]:
-        cfg, ctx = self.cfg, self.ctx
-        if ctx.is_main:
+        if self.ctx.is_main:
             self.logdir.mkdir(parents=True, exist_ok=True)
         barrier()
         with self.stop:
