@@ -25,8 +25,10 @@ def max_relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
 
 
-def run_reference_input(model, ref: dict, fixtures_dir: Path):
+def run_reference_input(model, ref: dict, fixtures_dir: Path, channels_last: bool = False):
     x = fill_rule(fixtures_dir).make_input(ref["frame_length"], ref["frame_size"])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad():
         out = model.eval()(x)
     return list(out) if isinstance(out, tuple) else [out]

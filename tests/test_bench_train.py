@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "abn_resnet18", "--width", "4", "--frame-length", "4", "--frame-size", "32",
         "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
 KEYS = {"mode", "model", "frame_length", "frame_size", "batch_size", "width", "device", "amp", "channels_last",
-        "compile", "clips_per_s", "step_ms", "peak_mem_mb", "peak_mem_kind", "forward_gflops", "mfu", "torch"}
+        "compile", "warmup_s", "clips_per_s", "step_ms", "peak_mem_mb", "peak_mem_kind", "forward_gflops", "mfu", "torch"}
 
 
 def bench(*args):
@@ -36,7 +36,7 @@ def check(report, mode):
     assert KEYS <= report.keys()
     assert report["mode"] == mode and report["model"] == "abn_resnet18" and report["device"] == "cpu"
     assert (report["frame_length"], report["frame_size"], report["batch_size"], report["width"]) == (4, 32, 2, 4)
-    assert report["clips_per_s"] > 0 and report["step_ms"] > 0
+    assert report["clips_per_s"] > 0 and report["step_ms"] > 0 and report["warmup_s"] > 0
     assert report["clips_per_s"] == pytest.approx(2000 / report["step_ms"], rel=1e-3)
     assert report["peak_mem_mb"] >= 0 and report["peak_mem_kind"].startswith("cpu_peak_rss")
     assert report["forward_gflops"] == pytest.approx(tiny_forward_gflops(), rel=1e-9)
@@ -47,8 +47,8 @@ def check(report, mode):
 def test_train_cpu():
     (report,) = bench("train", *TINY)
     check(report, "train")
-    # the CPU's fast default: fp32, channels_last_3d, eager
-    assert report["amp"] == "off" and report["channels_last"] is True and report["compile"] is False
+    # the trainer's CPU default: fp32, NCDHW, eager
+    assert report["amp"] == "off" and report["channels_last"] is False and report["compile"] is False
 
 
 def test_infer_with_options():
@@ -58,7 +58,7 @@ def test_infer_with_options():
 
 
 def test_compare():
-    *runs, ratios = bench("train", *TINY, "--compare")
+    *runs, ratios = bench("train", *TINY, "--channels-last", "--compare")
     assert [(r["mode"], r["amp"], r["channels_last"]) for r in runs] == [
         ("train", "off", False), ("train", "off", True), ("infer", "off", False), ("infer", "off", True)]
     for r in runs:
@@ -87,3 +87,34 @@ def test_cli_errors(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--amp", "fp8"])
     assert e.value.code == 2
+
+
+def test_sweep():
+    *runs, summary = bench("infer", *TINY, "--sweep")
+    assert [(r["amp"], r["channels_last"], r["compile"]) for r in runs] == [
+        (amp, cl, False) for amp in ("off", "bf16", "fp16") for cl in (False, True)]
+    for r in runs:
+        check(r, "infer")
+    assert summary["mode"] == "sweep" and summary["of"] == "infer"
+    rows = summary["configs"]
+    assert [row["clips_per_s"] for row in rows] == [r["clips_per_s"] for r in runs]
+    assert rows[0]["speedup"] == 1.0
+    for row in rows:
+        assert row["speedup"] == pytest.approx(row["clips_per_s"] / rows[0]["clips_per_s"], abs=1e-3)
+
+
+def test_sweep_goes_on_past_a_failing_configuration(monkeypatch, capsys):
+    from stabn.bench import train
+
+    real = train.benchmark
+
+    def fp16_fails(mode, **kw):
+        if kw["amp"] == "fp16":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return real(mode, **kw)
+
+    monkeypatch.setattr(train, "benchmark", fp16_fails)
+    assert main(["infer", *TINY, "--sweep"]) == 0
+    *runs, summary = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r.get("error") for r in runs] == [None] * 4 + ["CUDA out of memory. Tried to allocate 2.00 GiB"] * 2
+    assert [row["speedup"] is None for row in summary["configs"]] == [False] * 4 + [True] * 2

@@ -4,22 +4,27 @@ import pytest
 import torch
 
 import stabn
-from stabn.models import STABNOutput, build_model
+from stabn.models import STABNOutput, build_model, to_channels_last_3d
 from reference import (fill_rule, load_reference, max_relative_error, reference_outputs,
                        run_reference_input)
 
 REFERENCES = ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112.json"]
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["ncdhw", "channels_last_3d"])
 @pytest.mark.parametrize("name", REFERENCES)
-def test_state_dict_and_outputs_match_the_original(fixtures_dir, name):
+def test_state_dict_and_outputs_match_the_original(fixtures_dir, name, channels_last):
+    """In the original's NCDHW layout and in channels_last_3d, the default fast path."""
     ref = load_reference(fixtures_dir, name)
     model = build_model(ref["model"], ref["num_classes"], ref["frame_length"], ref["frame_size"])
+    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
+    if channels_last:
+        to_channels_last_3d(model)
+        assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
     ours = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
     assert ours == ref["state_dict"]
 
-    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
-    outputs = run_reference_input(model, ref, fixtures_dir)
+    outputs = run_reference_input(model, ref, fixtures_dir, channels_last)
     expected = reference_outputs(ref)
     assert len(outputs) == len(expected)
     for out, exp in zip(outputs, expected):

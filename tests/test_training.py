@@ -10,7 +10,6 @@ from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
 from stabn.engine.trainer import Trainer, make_dataset
-from stabn.models import build_model, to_channels_last_3d
 from conftest import REPO, child_env, torchrun
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly
@@ -129,11 +128,27 @@ def test_torchrun_skips_a_corrupt_video_without_hanging(tmp_path):
     assert (tmp_path / "run" / "checkpoint-final.pt").is_file()
 
 
-def test_channels_last_training_of_stabn(tiny_data, tmp_path):
-    """The GPU default layout, run on the CPU: ST-ABN has a Conv2d among its Conv3d layers."""
-    result = train_in_process(tiny_overrides(tiny_data, tmp_path / "cl", epochs=1) + ["train.channels_last=true"])
+def final_weights(logdir):
+    return torch.load(logdir / "checkpoint-final.pt", weights_only=True)["model_state_dict"]
+
+
+@pytest.mark.parametrize("option", ["train.channels_last=true", "train.compile=true"])
+def test_fast_path_options_train_to_the_same_weights(tiny_data, tmp_path, option):
+    """The GPU's channels_last_3d layout (ST-ABN has a Conv2d among its Conv3d layers) and
+    torch.compile, run on the CPU: the weights after an epoch equal plain fp32 NCDHW eager
+    training's up to rounding, and the checkpoint keys are the model's own. Without dropout:
+    compiled dropout draws its masks from Inductor's own generator."""
+    no_dropout = ["model.dropout=0"]
+    train_in_process(tiny_overrides(tiny_data, tmp_path / "plain", epochs=1) + no_dropout)
+    cfg = load_config(REPO / "configs/synthetic.yaml",
+                      tiny_overrides(tiny_data, tmp_path / "fast", epochs=1) + no_dropout + [option])
+    trainer = Trainer(cfg, DistContext())
+    if option == "train.channels_last=true":
+        assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        assert trainer.model.conv_temp_att2[0].weight.is_contiguous()
+    result = trainer.fit()
     assert result["history"][0]["val"]["num_videos"] == NUM_VAL
-    model = build_model("abn_resnet18", 8, 8, 32, width=4)
-    to_channels_last_3d(model)
-    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
-    assert model.conv_temp_att2[0].weight.is_contiguous()
+    plain, fast = final_weights(tmp_path / "plain"), final_weights(tmp_path / "fast")
+    assert fast.keys() == plain.keys()
+    for key, value in plain.items():
+        torch.testing.assert_close(fast[key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -17,17 +17,17 @@ import json
 import platform
 import resource
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..engine.fastpath import (AMP_DTYPES, amp_dtype, amp_name, autocast, clips_layout, make_sgd,
+                               prepare_model, use_channels_last)
+from ..engine.trainer import classification_losses
 from ..errors import ConfigError
-from ..models import MODEL_NAMES, STABNOutput, build_model, to_channels_last_3d
-
-AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+from ..models import MODEL_NAMES, build_model
 
 # Dense peak TFLOP/s as (bf16/fp16, tf32) by device name; the first matching entry wins.
 # Full-precision runs count against tf32: cuDNN convolutions use TF32 by default.
@@ -40,10 +40,8 @@ PEAK_TFLOPS: List[Tuple[str, float, float]] = [
 
 
 def fast_defaults(device: torch.device) -> Tuple[str, bool]:
-    """(amp, channels_last) that run fastest by default: bf16 and channels_last_3d on a GPU, as
-    the trainer does; fp32 and channels_last_3d on the CPU, where bf16 autocast was measured
-    10x slower and channels_last_3d 1.2x (train) to 1.3x (infer) faster (docs/PERFORMANCE.md)."""
-    return ("bf16" if device.type == "cuda" else "off"), True
+    """(amp, channels_last) as the trainer and `eval.py` run by default on `device`."""
+    return amp_name(amp_dtype("auto", device)), use_channels_last(None, device)
 
 
 def peak_tflops(device_name: str, amp: str) -> Optional[float]:
@@ -110,12 +108,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _loss(out: object, labels: torch.Tensor) -> torch.Tensor:
-    if isinstance(out, STABNOutput):
-        return F.cross_entropy(out.logits.float(), labels) + F.cross_entropy(out.att_logits.float(), labels)
-    return F.cross_entropy(out.float(), labels)
-
-
 def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, batch_size: int,
               width: int = 64, num_classes: int = 174, device: str = "cpu", amp: str = "off",
               channels_last: bool = False, compile: bool = False, steps: int = 20, warmup: int = 5,
@@ -124,44 +116,40 @@ def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, ba
     untimed ones; return the figures as a dict (the JSON line)."""
     dev = torch.device(device)
     dtype = AMP_DTYPES[amp]
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: tune the convolutions once
     # On the CPU from here, so that weights, gradients, momenta and activations count (freed
     # memory may stay resident); on a GPU from after the warm-up (see below).
     memory = PeakMemory(dev)
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes, frame_length, frame_size, width=width).to(dev)
+    model = build_model(model_name, num_classes, frame_length, frame_size, width=width)
+    prepare_model(model, dev, channels_last)
     model.train(mode == "train")
     clips = torch.randn(batch_size, 3, frame_length, frame_size, frame_size, device=dev)
+    clips = clips_layout(clips, channels_last)
     labels = torch.randint(0, num_classes, (batch_size,), device=dev)
-    if channels_last:
-        to_channels_last_3d(model)
-        clips = clips.contiguous(memory_format=torch.channels_last_3d)
     flops = count_forward_flops(model, clips)
     net = torch.compile(model) if compile else model
-    autocast = torch.autocast(dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     if mode == "train":
-        fused = dev.type == "cuda"
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                    foreach=None if fused else True, fused=fused or None)
+        optimizer = make_sgd(model.parameters(), dev, lr=0.01, momentum=0.9, weight_decay=5e-4)
         scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
 
         def step() -> None:
-            with autocast:
-                loss = _loss(net(clips), labels)
+            with autocast(dev, dtype):
+                loss = classification_losses(net(clips), labels)[0]
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
     else:
         def step() -> None:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(dev, dtype):
                 net(clips)
 
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
     _sync(dev)
+    warmup_s = time.perf_counter() - start  # with --compile, mostly compilation
     if dev.type == "cuda":
         memory.reset()  # the steady state, without cuDNN's autotuning workspaces
     start = time.perf_counter()
@@ -179,7 +167,7 @@ def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, ba
         "mode": mode, "model": model_name, "frame_length": frame_length, "frame_size": frame_size,
         "batch_size": batch_size, "width": width, "num_classes": num_classes,
         "device": dev.type, "device_name": device_name(dev), "amp": amp, "channels_last": channels_last,
-        "compile": compile, "steps": steps, "warmup": warmup, "threads": torch.get_num_threads(),
+        "compile": compile, "steps": steps, "warmup": warmup, "warmup_s": round(warmup_s, 3), "threads": torch.get_num_threads(),
         "clips_per_s": round(batch_size / step_s, 3), "step_ms": round(step_s * 1e3, 3),
         "peak_mem_mb": round(memory.mb(), 1), "peak_mem_kind": memory.kind,
         "forward_gflops": flops / 1e9, "achieved_tflops": round(achieved, 4),
@@ -206,7 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=("auto", *AMP_DTYPES), default="auto",
                         help="autocast dtype (default auto: bf16 on CUDA, off on the CPU)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="channels_last_3d convolution weights and input (default: on)")
+                        help="channels_last_3d convolution weights and input (default: on a GPU, off on the CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
@@ -215,9 +203,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the GPU's dense peak TFLOP/s for the precision used (default: from a table)")
-    parser.add_argument("--compare", action="store_true",
-                        help="measure train and infer, baseline (fp32, NCDHW, eager) and this configuration, "
-                             "and print the speed-ups")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--compare", action="store_true",
+                      help="measure train and infer, baseline (fp32, NCDHW, eager) and this configuration, "
+                           "and print the speed-ups")
+    what.add_argument("--sweep", action="store_true",
+                      help="measure every amp (off, bf16, fp16) x layout (NCDHW, channels_last_3d), eager "
+                           "(and compiled with --compile), and print each one's speed-up over the first")
 
 
 @contextlib.contextmanager
@@ -264,18 +256,56 @@ def main(args: argparse.Namespace, mode: str) -> int:
         return benchmark(m, **common, **cfg)
 
     with _threads(args.threads):
-        if not args.compare:
+        if args.sweep:
+            _sweep(mode, run, device, args)
+        elif args.compare:
+            _compare(run, device, args, baseline, fast)
+        else:
             print(json.dumps(run(mode, fast)), flush=True)
-            return 0
-        speedups: Dict[str, float] = {}
-        for m in ("train", "infer"):
-            figures = []
-            for cfg in (baseline, fast):
-                result = run(m, cfg)
-                _release(device)
-                print(json.dumps(result), flush=True)
-                figures.append(float(result["clips_per_s"]))
-            speedups[f"{m}_speedup"] = round(figures[1] / figures[0], 3)
-        print(json.dumps({"mode": "compare", "model": args.model, "device": device.type,
-                          "baseline": baseline, "fast": fast, **speedups, "torch": torch.__version__}))
     return 0
+
+
+Runner = Callable[[str, Dict[str, object]], Dict[str, object]]
+
+
+def _compare(run: Runner, device: torch.device, args: argparse.Namespace,
+             baseline: Dict[str, object], fast: Dict[str, object]) -> None:
+    speedups: Dict[str, float] = {}
+    for m in ("train", "infer"):
+        figures = []
+        for cfg in (baseline, fast):
+            result = run(m, cfg)
+            _release(device)
+            print(json.dumps(result), flush=True)
+            figures.append(float(result["clips_per_s"]))
+        speedups[f"{m}_speedup"] = round(figures[1] / figures[0], 3)
+    print(json.dumps({"mode": "compare", "model": args.model, "device": device.type,
+                      "baseline": baseline, "fast": fast, **speedups, "torch": torch.__version__}))
+
+
+def _sweep(mode: str, run: Runner, device: torch.device, args: argparse.Namespace) -> None:
+    """Every configuration in one process, the first (fp32 NCDHW eager) as the baseline. One
+    that fails (out of memory, an op without a kernel for that dtype) prints its error and the
+    sweep goes on."""
+    configs = [{"amp": amp, "channels_last": cl, "compile": compiled}
+               for compiled in ((False, True) if args.compile else (False,))
+               for amp in ("off", "bf16", "fp16") for cl in (False, True)]
+    rows: List[Dict[str, object]] = []
+    base: Optional[float] = None
+    for i, cfg in enumerate(configs):
+        try:
+            result = run(mode, cfg)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is one
+            print(json.dumps({"mode": mode, **cfg, "error": str(e).strip().splitlines()[0]}), flush=True)
+            rows.append({**cfg, "clips_per_s": None, "speedup": None, "mfu": None})
+            _release(device)
+            continue
+        _release(device)
+        print(json.dumps(result), flush=True)
+        clips = float(result["clips_per_s"])
+        if i == 0:
+            base = clips
+        rows.append({**cfg, "clips_per_s": clips, "speedup": round(clips / base, 3) if base else None,
+                     "mfu": result["mfu"]})
+    print(json.dumps({"mode": "sweep", "of": mode, "model": args.model, "device": device.type,
+                      "configs": rows, "torch": torch.__version__}))

@@ -6,7 +6,6 @@ exactly one rank and the counts are summed, so the figures are exact.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -19,6 +18,7 @@ from ..metrics import ClassificationMeter
 from ..checkpoint import unwrap_model
 from ..models import STABN, STABNOutput
 from .distributed import DistContext
+from .fastpath import autocast, clips_layout
 
 
 @dataclass
@@ -48,13 +48,6 @@ def average_views(scores: Tensor, num_views: int, mode: str = "softmax") -> Tens
     elif mode != "logits":
         raise ValueError(f"unknown view averaging {mode!r}; use 'softmax' or 'logits'")
     return scores.mean(dim=1)
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    """Mixed-precision context for `dtype` (None: full precision)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 BatchCallback = Callable[[Tensor, Tensor, Tensor, Any], None]
@@ -97,8 +90,7 @@ def evaluate(
         views_per_video = v
         clips = views.to(ctx.device, non_blocking=True).flatten(0, 1)
         clips = normalize_batch(clips, mean, std, channel_order=channel_order)
-        if channels_last:
-            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        clips = clips_layout(clips, channels_last)
         with autocast(ctx.device, amp_dtype):
             outputs = model(clips)
         if isinstance(outputs, STABNOutput):

@@ -25,7 +25,8 @@ from ..fileio import atomic_write, atomic_write_text
 from ..models import STABNOutput
 from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
 from .evaluate import EvalResult, evaluate
-from .trainer import amp_dtype, make_dataset
+from .fastpath import amp_dtype, prepare_model, use_channels_last
+from .trainer import make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,8 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
                         sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
                         num_workers=cfg.data.num_workers, collate_fn=collate_clips,
                         pin_memory=ctx.device.type == "cuda")
-    model.to(ctx.device)
+    channels_last = use_channels_last(cfg.train.channels_last, ctx.device)
+    prepare_model(model, ctx.device, channels_last)
     out = Path(cfg.logdir) / cfg.eval.output
     on_batch = None
     if cfg.eval.save_attention:
@@ -179,7 +181,8 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     skipped: List[str] = []
     result = evaluate(model, loader, ctx, cfg.model.num_classes, mean, std, cfg.eval.average,
                       channel_order=cfg.data.channel_order,
-                      amp_dtype=amp_dtype(cfg.train.amp, ctx.device), on_batch=on_batch,
+                      amp_dtype=amp_dtype(cfg.train.amp, ctx.device), channels_last=channels_last,
+                      on_batch=on_batch,
                       on_skipped=skipped.extend)
     extra: Dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model.name,
                              "average": cfg.eval.average, "num_clips": cfg.eval.num_clips,

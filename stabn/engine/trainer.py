@@ -8,12 +8,12 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -22,9 +22,11 @@ from ..config import Config, save_config
 from ..data import FrameClipDataset, JitterConfig, collate_clips, mean_std, normalize_batch
 from ..errors import StabnError
 from ..fileio import atomic_write_text
-from ..models import STABNOutput, build_model, to_channels_last_3d
+from ..models import STABNOutput, build_model
 from .distributed import DistContext, ShardSampler, barrier
-from .evaluate import EvalResult, autocast, evaluate
+from .evaluate import EvalResult, evaluate
+from .fastpath import (amp_dtype, autocast, clips_layout, make_sgd, prepare_model,
+                       use_channels_last)
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +76,6 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def amp_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:
-    """`auto` means bf16 on a GPU and full precision on the CPU."""
-    if setting == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[setting]
-
-
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
     """The original's MultiStepLR (stepped per epoch), optionally behind a linear warm-up or
     replaced by a cosine decay."""
@@ -99,6 +94,18 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def classification_losses(out: Union[STABNOutput, Tensor], labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(total, perception, attention) cross-entropies, in fp32 from the logits; for a plain
+    ResNet the attention term is zero. ST-ABN trains on their sum, as the original."""
+    if isinstance(out, STABNOutput):
+        loss_per = F.cross_entropy(out.logits.float(), labels)
+        loss_att = F.cross_entropy(out.att_logits.float(), labels)
+    else:
+        loss_per = F.cross_entropy(out.float(), labels)
+        loss_att = torch.zeros((), device=labels.device)
+    return loss_per + loss_att, loss_per, loss_att
+
+
 class Trainer:
     """Holds what a run needs; `fit()` trains, validates, logs and checkpoints."""
 
@@ -108,7 +115,7 @@ class Trainer:
         d, t = cfg.data, cfg.train
         self.mean, self.std = mean_std(d.channel_order)
         self.amp_dtype = amp_dtype(t.amp, ctx.device)
-        self.channels_last = t.channels_last if t.channels_last is not None else ctx.device.type == "cuda"
+        self.channels_last = use_channels_last(t.channels_last, ctx.device)
 
         self.train_set = make_dataset(cfg, d.train_labels, "train")
         self.val_set = make_dataset(cfg, d.val_labels, "eval")
@@ -120,18 +127,8 @@ class Trainer:
                             cfg.model.dropout, cfg.model.width, cfg.model.pretrained_2d)
         if cfg.model.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(ctx.device)
-        if self.channels_last:
-            to_channels_last_3d(model)
-        self.model = model
-        # One fused kernel for the whole update on GPUs; multi-tensor ops on the CPU.
-        fused = ctx.device.type == "cuda"
-        self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-            nesterov=t.nesterov, foreach=None if fused else True, fused=fused or None,
-        )
-        if ctx.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # clip shapes are fixed: tune convolutions once
+        self.model = prepare_model(model, ctx.device, self.channels_last)
+        self.optimizer = make_sgd(model.parameters(), ctx.device, t.lr, t.momentum, t.weight_decay, t.nesterov)
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
@@ -261,17 +258,9 @@ class Trainer:
             labels = labels.to(ctx.device, non_blocking=True)
             clips = normalize_batch(clips, self.mean, self.std, self.jitter, jitter_gen,
                                     channel_order=self.cfg.data.channel_order)
-            if self.channels_last:
-                clips = clips.contiguous(memory_format=torch.channels_last_3d)
+            clips = clips_layout(clips, self.channels_last)
             with autocast(ctx.device, self.amp_dtype):
-                out = self.net(clips)
-                if isinstance(out, STABNOutput):
-                    loss_per = F.cross_entropy(out.logits.float(), labels)
-                    loss_att = F.cross_entropy(out.att_logits.float(), labels)
-                else:
-                    loss_per = F.cross_entropy(out.float(), labels)
-                    loss_att = torch.zeros((), device=ctx.device)
-                loss = loss_per + loss_att
+                loss, loss_per, loss_att = classification_losses(self.net(clips), labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
