@@ -132,23 +132,49 @@ def final_weights(logdir):
     return torch.load(logdir / "checkpoint-final.pt", weights_only=True)["model_state_dict"]
 
 
+def scalars(logdir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return [e.value for e in EventAccumulator(str(logdir)).Reload().Scalars(tag)]
+
+
+NO_DROPOUT = ["model.dropout=0"]  # compiled dropout draws its masks from Inductor's own generator
+
+
+@pytest.fixture(scope="module")
+def plain_run(tiny_data, tmp_path_factory):
+    """One epoch the original's way (fp32, NCDHW, eager) to hold the fast paths against."""
+    logdir = tmp_path_factory.mktemp("plain")
+    train_in_process(tiny_overrides(tiny_data, logdir, epochs=1) + NO_DROPOUT)
+    return logdir
+
+
 @pytest.mark.parametrize("option", ["train.channels_last=true", "train.compile=true"])
-def test_fast_path_options_train_to_the_same_weights(tiny_data, tmp_path, option):
+def test_fast_path_options_train_to_the_same_weights(tiny_data, plain_run, tmp_path, option):
     """The GPU's channels_last_3d layout (ST-ABN has a Conv2d among its Conv3d layers) and
     torch.compile, run on the CPU: the weights after an epoch equal plain fp32 NCDHW eager
-    training's up to rounding, and the checkpoint keys are the model's own. Without dropout:
-    compiled dropout draws its masks from Inductor's own generator."""
-    no_dropout = ["model.dropout=0"]
-    train_in_process(tiny_overrides(tiny_data, tmp_path / "plain", epochs=1) + no_dropout)
+    training's up to rounding, and the checkpoint keys are the model's own."""
     cfg = load_config(REPO / "configs/synthetic.yaml",
-                      tiny_overrides(tiny_data, tmp_path / "fast", epochs=1) + no_dropout + [option])
+                      tiny_overrides(tiny_data, tmp_path / "fast", epochs=1) + NO_DROPOUT + [option])
     trainer = Trainer(cfg, DistContext())
     if option == "train.channels_last=true":
         assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
         assert trainer.model.conv_temp_att2[0].weight.is_contiguous()
     result = trainer.fit()
     assert result["history"][0]["val"]["num_videos"] == NUM_VAL
-    plain, fast = final_weights(tmp_path / "plain"), final_weights(tmp_path / "fast")
+    plain, fast = final_weights(plain_run), final_weights(tmp_path / "fast")
     assert fast.keys() == plain.keys()
     for key, value in plain.items():
         torch.testing.assert_close(fast[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_training(tiny_data, plain_run, tmp_path, amp):
+    """The GPU's autocast path (fp16 through a GradScaler), run on the CPU: the first step,
+    same weights and batch, gives fp32's losses to the precision's rounding, and the epoch
+    ends with finite weights."""
+    train_in_process(tiny_overrides(tiny_data, tmp_path / amp, epochs=1) + NO_DROPOUT + [f"train.amp={amp}"])
+    for tag in ("loss/per", "loss/att"):
+        first, ours = scalars(plain_run, tag)[0], scalars(tmp_path / amp, tag)[0]
+        assert ours == pytest.approx(first, rel=0.01) and ours != first, tag
+    assert all(torch.isfinite(v.float()).all() for v in final_weights(tmp_path / amp).values())
