@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torch import nn
 
@@ -69,6 +70,18 @@ def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
     pngs = sorted((out / "attention").glob("*.png"))
     assert len(pngs) == NUM_VAL and len(list((out / "attention").glob("*.gif"))) == NUM_VAL
     assert Image.open(pngs[0]).size == (8 * 32, 20 + 32)  # 8 frames in one row, bar above
+
+
+def test_eval_in_channels_last_predicts_the_same(trained_run, tmp_path):
+    """The GPU's default layout, asked for on the CPU, through eval.py."""
+    logdir, _ = trained_run
+    for name, extra in (("ncdhw", []), ("channels_last", ["train.channels_last=true"])):
+        proc = run_eval("--logdir", logdir, f"eval.output={name}", "eval.num_crops=3", *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = logdir / "ncdhw", logdir / "channels_last"
+    assert yaml.safe_load((b / "config.yaml").read_text())["train"]["channels_last"] is True
+    assert json.loads((a / "results.json").read_text()) == json.loads((b / "results.json").read_text())
+    assert (a / "confusion.csv").read_text() == (b / "confusion.csv").read_text()
 
 
 def test_eval_reads_an_original_checkpoint_with_hints(trained_run, tmp_path):
