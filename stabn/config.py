@@ -11,7 +11,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -43,7 +43,9 @@ class DataConfig:
     channel_order: str = "bgr"  # the original decoded with OpenCV
     padding: str = "first"  # short videos: first | last | loop
     jitter: str = "tpn"  # tpn (per frame, as the original) | clip | none
-    hflip: bool = True  # the original flips; turn off where classes are left/right mirrors
+    # The training flip, p = 0.5: horizontal | vertical | none. The original's code flips axis 1
+    # of its [T, H, W, C] clips, i.e. vertically, under a "horizontal flip" comment.
+    flip: str = "horizontal"
     num_workers: int = 4
     skip_corrupt: bool = False
 
@@ -104,6 +106,7 @@ _CHOICES = {
     "data.channel_order": ("bgr", "rgb"),
     "data.padding": ("first", "last", "loop"),
     "data.jitter": ("tpn", "clip", "none"),
+    "data.flip": ("horizontal", "vertical", "none"),
     "train.schedule": ("multistep", "cosine"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "eval.average": ("softmax", "logits"),
@@ -167,12 +170,22 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     return value
 
 
+# Keys of earlier versions, still read from the config.yaml of older runs:
+# old key -> (new name, old type, conversion of the old value).
+_RENAMED: Dict[str, Tuple[str, type, Callable[[Any], Any]]] = {
+    "data.hflip": ("flip", bool, lambda on: "horizontal" if on else "none"),
+}
+
+
 def _apply(cfg: Any, values: Mapping[str, Any], prefix: str, where: str, lines: Mapping[str, int]) -> None:
     hints = typing.get_type_hints(type(cfg))
     names = {f.name for f in dataclasses.fields(cfg)}
     for name, value in values.items():
         key = f"{prefix}{name}"
         loc = f"{where}:{lines[key]}: " if key in lines else where
+        if key in _RENAMED:
+            name, old_type, convert = _RENAMED[key]
+            value = convert(_coerce(value, old_type, key, loc))
         if name not in names:
             raise _unknown_key(key, loc)
         hint = hints[name]

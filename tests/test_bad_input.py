@@ -40,7 +40,7 @@ def tiny_overrides(data, logdir, workers=0):
         f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
         f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
         f"data.class_names={data}/classes.txt", "data.frame_length=8", "data.frame_size=32",
-        f"data.num_workers={workers}", "data.hflip=false", "train.epochs=1", "train.batch_size=2",
+        f"data.num_workers={workers}", "data.flip=none", "train.epochs=1", "train.batch_size=2",
         "train.warmup_epochs=0", "train.milestones=[1]", "eval.batch_size=2",
     ]
 

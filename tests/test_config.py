@@ -49,6 +49,8 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
     ("eval.num_crops=2", "'eval.num_crops' must be 1 or 3"),
     ("train.nesterov=maybe", "'train.nesterov' expects bool"),
     ("train", "is not of the form key=value"),
+    ("data.flip=diagonal", "'data.flip' must be one of horizontal, vertical, none, got 'diagonal'"),
+    ("data.hflip=maybe", "'data.hflip' expects bool, got 'maybe'"),
 ])
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -62,6 +64,14 @@ def test_resolved_config_is_saved_and_reads_back(tmp_path):
     assert config_from_dict(saved) == cfg
     args = json.loads((tmp_path / "args.json").read_text())
     assert args["train.epochs"] == 3 and args["model.name"] == "resnet18"
+
+
+def test_hflip_of_older_runs_reads_as_data_flip(tmp_path):
+    """Run folders written before `data.flip` hold `data.hflip`; eval.py reads their config.yaml."""
+    assert load_config(write(tmp_path, "data:\n  hflip: false\n")).data.flip == "none"
+    assert load_config(write(tmp_path, "data:\n  hflip: true\n")).data.flip == "horizontal"
+    assert load_config(None, ["data.hflip=false"]).data.flip == "none"
+    assert load_config(None).data.flip == "horizontal"
 
 
 @pytest.mark.parametrize("name", ["ssv2/abn_resnet50.yaml", "ssv2/resnet50.yaml",

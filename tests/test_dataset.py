@@ -83,6 +83,27 @@ def test_train_clips(videos):
     assert seen_flips == {True, False}
 
 
+@pytest.mark.parametrize("flip", ["horizontal", "vertical", "none"])
+def test_the_configured_flip_reaches_the_training_clips(videos, flip):
+    """`data.flip` through the trainer's dataset: which of the two mirrorings clips show."""
+    from stabn.config import load_config
+    from stabn.engine.trainer import make_dataset
+
+    cfg = load_config(None, [f"data.frames_root={videos}/frames", f"data.frame_length={T}",
+                             f"data.frame_size={S}", f"data.flip={flip}", "train.seed=7"])
+    ds = make_dataset(cfg, str(videos / "labels.txt"), "train")
+    seen = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        v = ds[1][0].double()
+        left_right = bool(v[1, :, :, 0].mean() > v[1, :, :, -1].mean())  # green codes the column
+        upside_down = bool(v[2, :, 0, :].mean() > v[2, :, -1, :].mean())  # blue codes the row
+        seen.add((left_right, upside_down))
+    assert seen == {"horizontal": {(False, False), (True, False)},
+                    "vertical": {(False, False), (False, True)},
+                    "none": {(False, False)}}[flip]
+
+
 def test_clips_are_the_decoded_rgb_pixels(videos):
     ds = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, mode="eval", num_clips=2, num_crops=3)
     views, _, _ = ds[0]

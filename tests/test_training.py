@@ -27,7 +27,7 @@ def tiny_overrides(data, logdir, epochs=2):
         f"logdir={logdir}", "model.name=abn_resnet18", "model.num_classes=8", "model.width=4",
         f"data.frames_root={data}/frames", f"data.train_labels={data}/train.txt",
         f"data.val_labels={data}/val.txt", f"data.class_names={data}/classes.txt",
-        "data.frame_length=8", "data.frame_size=32", "data.num_workers=0", "data.hflip=false",
+        "data.frame_length=8", "data.frame_size=32", "data.num_workers=0", "data.flip=none",
         f"train.epochs={epochs}", "train.batch_size=2", "train.lr=0.01", "train.milestones=[1]",
         "train.save_every=1", "train.log_every=1", "eval.batch_size=2",
     ]

@@ -396,7 +396,7 @@ def make_dataset(cfg: Config, labels: str, mode: str, num_clips: int = 1, num_cr
     return FrameClipDataset(
         labels, d.frames_root, d.frame_length, d.frame_size, mode=mode, num_clips=num_clips,
         num_crops=num_crops, padding=d.padding,
-        skip_corrupt=d.skip_corrupt, flip="horizontal" if d.hflip else "none",
+        skip_corrupt=d.skip_corrupt, flip=d.flip,
         seed=cfg.train.seed, template=d.frame_template, fmt=d.label_format,
         num_classes=cfg.model.num_classes,
     )
