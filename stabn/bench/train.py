@@ -39,7 +39,7 @@ PEAK_TFLOPS: List[Tuple[str, float, float]] = [
 ]
 
 
-def fast_defaults(device: torch.device) -> Tuple[str, bool]:
+def device_defaults(device: torch.device) -> Tuple[str, bool]:
     """(amp, channels_last) as the trainer and `eval.py` run by default on `device`."""
     return amp_name(amp_dtype("auto", device)), use_channels_last(None, device)
 
@@ -243,7 +243,7 @@ def _check(args: argparse.Namespace) -> torch.device:
 def main(args: argparse.Namespace, mode: str) -> int:
     """Run the benchmark the parsed `args` describe (`mode`: train or infer); print JSON lines."""
     device = _check(args)
-    amp_default, channels_last_default = fast_defaults(device)
+    amp_default, channels_last_default = device_defaults(device)
     fast = {"amp": amp_default if args.amp == "auto" else args.amp,
             "channels_last": channels_last_default if args.channels_last is None else args.channels_last,
             "compile": args.compile}
