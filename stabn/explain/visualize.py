@@ -68,13 +68,16 @@ def attention_grid(tiles: Sequence[np.ndarray], per_row: int = FRAMES_PER_ROW) -
     return grid
 
 
-def attention_image(frames: np.ndarray, spatial: torch.Tensor, temporal: torch.Tensor) -> np.ndarray:
-    """The original's attention figure for one clip: uint8 RGB, rows of 8 frames.
-
-    `frames` uint8 RGB [T, H, W, 3]; `spatial` [1, T, h, w]; `temporal` [1, T, 1, 1]."""
+def attention_tiles(frames: np.ndarray, spatial: torch.Tensor, temporal: torch.Tensor) -> List[np.ndarray]:
+    """`overlay_frames` for one clip's model outputs: `frames` uint8 RGB [T, H, W, 3];
+    `spatial` [1, T, h, w]; `temporal` [1, T, 1, 1]."""
     _, h, w, _ = frames.shape
-    maps = upsample_spatial(spatial, h, w)
-    return attention_grid(overlay_frames(frames, maps, temporal.detach().float().cpu().flatten().numpy()))
+    return overlay_frames(frames, upsample_spatial(spatial, h, w), temporal.detach().float().cpu().flatten().numpy())
+
+
+def attention_image(frames: np.ndarray, spatial: torch.Tensor, temporal: torch.Tensor) -> np.ndarray:
+    """The original's attention figure for one clip (see `attention_tiles`): uint8 RGB, rows of 8 frames."""
+    return attention_grid(attention_tiles(frames, spatial, temporal))
 
 
 def save_attention(path: Union[str, Path], frames: np.ndarray, spatial: torch.Tensor,
@@ -82,12 +85,10 @@ def save_attention(path: Union[str, Path], frames: np.ndarray, spatial: torch.Te
     """Write the attention PNG (and, with `gif`, an animation of the overlaid frames)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(attention_image(frames, spatial, temporal)).save(path)
+    tiles = attention_tiles(frames, spatial, temporal)
+    Image.fromarray(attention_grid(tiles)).save(path)
     written = [path]
     if gif:
-        _, h, w, _ = frames.shape
-        tiles = overlay_frames(frames, upsample_spatial(spatial, h, w),
-                               temporal.detach().float().cpu().flatten().numpy())
         images = [Image.fromarray(t) for t in tiles]
         gif_path = path.with_suffix(".gif")
         images[0].save(gif_path, save_all=True, append_images=images[1:], duration=gif_ms, loop=0)
