@@ -193,6 +193,11 @@ class FrameClipDataset(Dataset):
         return self.num_clips * self.num_crops
 
     @property
+    def centre_view(self) -> int:
+        """Index, among an item's views, of the middle clip's centre crop."""
+        return (self.num_clips // 2) * self.num_crops + self.num_crops // 2
+
+    @property
     def item_shape(self) -> Tuple[int, ...]:
         """Shape of an item's uint8 clip (train) or views (eval)."""
         clip = (3, self.frame_length, self.frame_size, self.frame_size)

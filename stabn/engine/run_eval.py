@@ -137,8 +137,7 @@ class AttentionWriter:
     def __init__(self, out: Path, dataset, cfg: Config, mean, std) -> None:
         self.out, self.dataset, self.cfg = out, dataset, cfg
         self.mean, self.std = mean, std
-        self.view = (cfg.eval.num_clips // 2) * cfg.eval.num_crops + cfg.eval.num_crops // 2
-        self.views = cfg.eval.num_clips * cfg.eval.num_crops
+        self.view, self.views = dataset.centre_view, dataset.num_views
         self.remaining = cfg.eval.max_attention_videos
 
     def __call__(self, clips, labels, indices, outputs) -> None:
