@@ -23,7 +23,8 @@ from PIL import Image
 from torch import Tensor
 
 from ..data import center_crop_offset, clip_indices, eval_starts, normalize_batch
-from ..models import STABNOutput
+from ..checkpoint import unwrap_model
+from ..models import STABN, STABNOutput
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,14 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
     has a ground_truth.json (the synthetic set)."""
     import torch.distributed as dist
 
+    # Decided before the loop, the same on every rank: a rank leaving it early would leave
+    # the others waiting in the all-reduce.
+    if not isinstance(unwrap_model(model), STABN):
+        return {}
     truth = _ground_truth(cfg)
     e = cfg.eval
     T, S = cfg.data.frame_length, cfg.data.frame_size
-    view = (e.num_clips // 2) * e.num_crops + e.num_crops // 2
+    view = dataset.centre_view
     count = min(e.explain_videos, len(dataset))
     gen = torch.Generator().manual_seed(cfg.train.seed)
     # sums: deletion, insertion, random deletion, random insertion, videos,
@@ -127,8 +132,6 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
         clip = normalize_batch(views[view:view + 1].to(ctx.device), mean, std,
                                channel_order=cfg.data.channel_order)[0]
         out = model(clip.unsqueeze(0))
-        if not isinstance(out, STABNOutput):
-            return {}
         target = int(out.logits.argmax())
         saliency = saliency_volume(out.spatial_attention[0], out.temporal_attention[0], (S, S))
         prob = _target_probability(model, target)
