@@ -14,11 +14,9 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from ..checkpoint import load_pretrained, read_checkpoint
 from ..config import Config, layered_config, parse_overrides
-from ..data import collate_clips
 from ..errors import ConfigError
 from ..explain.visualize import denormalize, jet, save_attention
 from ..fileio import atomic_write, atomic_write_text
@@ -26,7 +24,7 @@ from ..models import STABNOutput
 from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
 from .evaluate import EvalResult, evaluate
 from .fastpath import amp_dtype, prepare_model, use_channels_last
-from .trainer import make_dataset
+from .trainer import clip_loader, make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +165,8 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         raise ConfigError("data.val_labels is not set: give data.val_labels=... and data.frames_root=...")
 
     dataset = make_dataset(cfg, cfg.data.val_labels, "eval", cfg.eval.num_clips, cfg.eval.num_crops)
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size,
-                        sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
-                        num_workers=cfg.data.num_workers, collate_fn=collate_clips,
-                        pin_memory=ctx.device.type == "cuda")
+    loader = clip_loader(cfg, dataset, ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+                         cfg.eval.batch_size, ctx.device)
     channels_last = use_channels_last(cfg.train.channels_last, ctx.device)
     prepare_model(model, ctx.device, channels_last)
     out = Path(cfg.logdir) / cfg.eval.output

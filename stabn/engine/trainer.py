@@ -203,17 +203,6 @@ class Trainer:
         log.info("resumed from %s at epoch %d%s", path, self.start_epoch + 1, where)
 
     # -- loop ---------------------------------------------------------------------------
-    def _loader(self, dataset, sampler, batch_size: int, drop_last: bool) -> DataLoader:
-        workers = self.cfg.data.num_workers
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-            pin_memory=self.ctx.device.type == "cuda", drop_last=drop_last,
-            persistent_workers=False, collate_fn=collate_clips, worker_init_fn=_ignore_stop_signals,
-            # its own generator: drawing worker seeds from the global one would shift dropout
-            generator=torch.Generator().manual_seed(self.cfg.train.seed),
-            prefetch_factor=4 if workers > 0 else None,
-        )
-
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
         cfg, ctx = self.cfg, self.ctx
         # Everything random in an epoch derives from (seed, epoch, rank): a resumed run
@@ -240,7 +229,7 @@ class Trainer:
                             "draws fresh random numbers", ctx.world_size, len(self.partial["rng"]))
             indices = list(sampler)[first * batch:]
             self.partial = None
-        loader = self._loader(self.train_set, indices, batch, drop_last=True)
+        loader = clip_loader(cfg, self.train_set, indices, batch, ctx.device, drop_last=True)
 
         self.net.train()
         seen, wait, start = 0, 0.0, time.perf_counter()
@@ -324,7 +313,7 @@ class Trainer:
     def validate(self) -> EvalResult:
         c, ctx = self.cfg, self.ctx
         sampler = ShardSampler(len(self.val_set), ctx.rank, ctx.world_size)
-        loader = self._loader(self.val_set, sampler, c.eval.batch_size, drop_last=False)
+        loader = clip_loader(c, self.val_set, sampler, c.eval.batch_size, ctx.device)
         return evaluate(self.net, loader, ctx, c.model.num_classes, self.mean, self.std,
                         amp_dtype=self.amp_dtype, channels_last=self.channels_last,
                         on_skipped=self._count_skipped, channel_order=c.data.channel_order)
@@ -399,6 +388,20 @@ def make_dataset(cfg: Config, labels: str, mode: str, num_clips: int = 1, num_cr
         skip_corrupt=d.skip_corrupt, flip=d.flip,
         seed=cfg.train.seed, template=d.frame_template, fmt=d.label_format,
         num_classes=cfg.model.num_classes,
+    )
+
+
+def clip_loader(cfg: Config, dataset: FrameClipDataset, sampler: Any, batch_size: int,
+                device: torch.device, drop_last: bool = False) -> DataLoader:
+    """The DataLoader of training, validation and `eval.py`: `ClipBatch`es of uint8 clips."""
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", drop_last=drop_last,
+        persistent_workers=False, collate_fn=collate_clips, worker_init_fn=_ignore_stop_signals,
+        # its own generator: drawing worker seeds from the global one would shift dropout
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+        prefetch_factor=4 if workers > 0 else None,
     )
 
 
