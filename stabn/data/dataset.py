@@ -222,10 +222,13 @@ class FrameClipDataset(Dataset):
             starts = eval_starts(record.num_frames, self.frame_length, self.num_clips)
         return rng, [clip_indices(s, record.num_frames, self.frame_length, self.padding) for s in starts]
 
+    def clip_frames(self, index: int) -> List[List[int]]:
+        """The frame indices (0-based) of each clip of item `index`, in the current epoch."""
+        return self._clips(index)[1]
+
     def frame_paths(self, index: int) -> List[str]:
         """The frame files item `index` reads (each once), in the current epoch."""
-        _, clips = self._clips(index)
-        unique = sorted({i for clip in clips for i in clip})
+        unique = sorted({i for clip in self.clip_frames(index) for i in clip})
         return frame_paths(self.records[index].path, unique, self.template)
 
     def _read(self, folder: str, path: str) -> torch.Tensor:

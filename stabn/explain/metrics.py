@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..data import center_crop_offset, clip_indices, eval_starts, normalize_batch
+from ..data import center_crop_offset, normalize_batch
 from ..checkpoint import unwrap_model
 from ..models import STABN, STABNOutput
 
@@ -116,7 +116,7 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
         return {}
     truth = _ground_truth(cfg)
     e = cfg.eval
-    T, S = cfg.data.frame_length, cfg.data.frame_size
+    S = cfg.data.frame_size
     view = dataset.centre_view
     count = min(e.explain_videos, len(dataset))
     gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -147,8 +147,7 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
         gt = truth.get(record.video_id) if truth else None
         if gt is None:
             continue
-        start = eval_starts(record.num_frames, T, e.num_clips)[view // e.num_crops]
-        frames = clip_indices(start, record.num_frames, T, dataset.padding)
+        frames = dataset.clip_frames(index)[view // dataset.num_crops]
         first, stop = gt["event"]
         in_event = [first <= f < stop for f in frames]
         with Image.open(dataset.frame_paths(index)[0]) as im:
