@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator, List
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -63,15 +63,6 @@ def cleanup_distributed() -> None:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_object(obj, src: int = 0):
-    """`obj` of rank `src` on every rank."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box: List = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 class ShardSampler(Sampler[int]):
