@@ -9,12 +9,11 @@ fair on a busy machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import tempfile
 import time
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from ..data.dataset import FrameClipDataset, collate_clips
 from ..data.decode import DEFAULT_BACKEND, read_jpeg
 from ..data.transforms import JITTER_MODES, JitterConfig, mean_std, normalize_batch
 from ..errors import ConfigError, DataError
+from . import torch_threads
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -81,16 +81,6 @@ def make_frames(root: PathLike, num_videos: int = 8, num_frames: int = 48, heigh
     return label_file
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: int, frame_size: int = 224,
                      mode: str = "train", batch_size: int = 8, num_batches: int = 10, num_clips: int = 1,
                      num_crops: int = 1, jitter_mode: str = "tpn", backend: Optional[str] = None,
@@ -130,7 +120,7 @@ def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: 
                 read_jpeg(path, backend)
 
     times = {full: 0.0, decode_only: 0.0}
-    with _one_thread():
+    with torch_threads(1):
         full(batch_indices(0))  # warm-up: file cache, allocator, lazy imports
         decode_only(batch_indices(0))
         for step in range(num_batches):

@@ -17,7 +17,7 @@ import json
 import platform
 import resource
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from ..engine.fastpath import (AMP_DTYPES, amp_dtype, amp_name, autocast, clips_
                                prepare_model, use_channels_last)
 from ..engine.trainer import classification_losses
 from ..errors import ConfigError
+from . import torch_threads
 from ..models import MODEL_NAMES, build_model
 
 # Dense peak TFLOP/s as (bf16/fp16, tf32) by device name; the first matching entry wins.
@@ -212,17 +213,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(and compiled with --compile), and print each one's speed-up over the first")
 
 
-@contextlib.contextmanager
-def _threads(n: Optional[int]) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _check(args: argparse.Namespace) -> torch.device:
     if args.model not in MODEL_NAMES:
         raise ConfigError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
@@ -255,7 +245,7 @@ def main(args: argparse.Namespace, mode: str) -> int:
     def run(m: str, cfg: Dict[str, object]) -> Dict[str, object]:
         return benchmark(m, **common, **cfg)
 
-    with _threads(args.threads):
+    with torch_threads(args.threads):
         if args.sweep:
             _sweep(mode, run, device, args)
         elif args.compare:
