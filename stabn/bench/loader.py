@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..data.dataset import FrameClipDataset, collate_clips
 from ..data.decode import DEFAULT_BACKEND, read_jpeg
+from ..data.sampling import FRAME_TEMPLATE
 from ..data.transforms import JITTER_MODES, JitterConfig, mean_std, normalize_batch
 from ..errors import ConfigError, DataError
 from . import torch_threads
@@ -73,7 +74,7 @@ def make_frames(root: PathLike, num_videos: int = 8, num_frames: int = 48, heigh
             dy = int(10 + 8 * np.sin(t / 7))
             frame = scene[dy:dy + height, t:t + width] + rng.normal(0, 1.5, (height, width, 3))
             Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).save(
-                os.path.join(folder, "%06d.jpg" % (t + 1)), quality=90)
+                os.path.join(folder, FRAME_TEMPLATE % (t + 1)), quality=90)
         lines.append(f"{video_id} {num_frames} {v % 2}\n")
     label_file = os.path.join(os.fspath(root), "labels.txt")
     with open(label_file, "w", encoding="utf-8") as f:

@@ -33,6 +33,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError, StabnError
 from ..fileio import atomic_write_text
+from .sampling import FRAME_TEMPLATE
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,7 +44,6 @@ SPLIT_FILES = {
     "test": "something-something-v2-test.json",
 }
 LABELED_SPLITS = ("train", "val")
-FRAME_PATTERN = "{:06d}.jpg"
 DONE_DIR = ".done"
 PARTIAL_SUFFIX = ".partial"
 # How many failed ids the printed summary lists before pointing at failed.txt.
@@ -214,7 +214,7 @@ def _decode_video(src: Path, dst: Path, quality: int) -> int:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
             n += 1
-            frame.to_image().save(dst / FRAME_PATTERN.format(n), format="JPEG", quality=quality)
+            frame.to_image().save(dst / (FRAME_TEMPLATE % n), format="JPEG", quality=quality)
     return n
 
 

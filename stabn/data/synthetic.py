@@ -43,6 +43,7 @@ from PIL import Image
 
 from ..errors import DataError, StabnError
 from ..fileio import atomic_write_text
+from .sampling import FRAME_TEMPLATE
 
 CLASS_NAMES: Tuple[str, ...] = (
     "Moving something from left to right",
@@ -276,7 +277,7 @@ def _write_video(job: Tuple[str, int, int, str, int, int, int]) -> Tuple[Tuple[i
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for t in range(frames):
-        Image.fromarray(video[t]).save(os.path.join(tmp, f"{t + 1:06d}.jpg"),
+        Image.fromarray(video[t]).save(os.path.join(tmp, FRAME_TEMPLATE % (t + 1)),
                                        format="JPEG", quality=JPEG_QUALITY)
     if os.path.isdir(final):
         shutil.rmtree(final)
