@@ -15,6 +15,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from .data.annotations import FORMATS
+from .data.sampling import PADDING_MODES
+from .data.transforms import CHANNEL_ORDERS, FLIP_MODES, JITTER_MODES
+from .engine.fastpath import AMP_DTYPES
 from .errors import ConfigError
 from .fileio import atomic_write_text
 
@@ -101,14 +105,15 @@ class Config:
         return dataclasses.asdict(self)
 
 
+# The data choices are the ones the code that uses them accepts.
 _CHOICES = {
-    "data.label_format": ("ssv2", "generic"),
-    "data.channel_order": ("bgr", "rgb"),
-    "data.padding": ("first", "last", "loop"),
-    "data.jitter": ("tpn", "clip", "none"),
-    "data.flip": ("horizontal", "vertical", "none"),
+    "data.label_format": FORMATS,
+    "data.channel_order": CHANNEL_ORDERS,
+    "data.padding": PADDING_MODES,
+    "data.jitter": (*JITTER_MODES, "none"),
+    "data.flip": FLIP_MODES,
     "train.schedule": ("multistep", "cosine"),
-    "train.amp": ("auto", "bf16", "fp16", "off"),
+    "train.amp": ("auto", *AMP_DTYPES),
     "eval.average": ("softmax", "logits"),
 }
 
