@@ -36,6 +36,12 @@ def error_message(error: BaseException) -> str:
     return " ".join(message.split())
 
 
+def report_error(error: BaseException) -> int:
+    """Print `error` as the one `error: ...` line of bad input; return its exit code, 2."""
+    print(f"error: {error_message(error)}", file=sys.stderr)
+    return 2
+
+
 def stop_loader_workers(error: BaseException) -> int:
     """Shut down the worker processes of the DataLoader iterators that the frames of `error`'s
     traceback (and of its causes and contexts) hold; return how many iterators were stopped.
@@ -75,8 +81,7 @@ def run_cli(main: Callable[[], Optional[int]]) -> None:
         code = main()
     except StabnError as e:
         stop_loader_workers(e)
-        print(f"error: {error_message(e)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report_error(e))
     except KeyboardInterrupt as e:
         stop_loader_workers(e)
         sys.exit(130)

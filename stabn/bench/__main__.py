@@ -6,6 +6,7 @@ import functools
 import sys
 from typing import Optional, Sequence
 
+from ..cli import report_error
 from ..errors import StabnError
 from . import loader, train
 
@@ -31,8 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.run(args)
     except StabnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
 
 
 if __name__ == "__main__":

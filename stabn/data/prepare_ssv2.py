@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ..cli import report_error
 from ..errors import DataError, StabnError
 from ..fileio import atomic_write_text
 from .sampling import FRAME_TEMPLATE
@@ -397,8 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                quality=args.quality, limit=args.limit,
                                progress=not args.no_progress)
     except StabnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from ..cli import report_error
 from ..errors import DataError, StabnError
 from ..fileio import atomic_write_text
 from .sampling import FRAME_TEMPLATE
@@ -395,8 +396,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.frames,
                                          args.size, args.seed, args.workers)
     except StabnError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return report_error(e)
     n = summary["num_train"] + summary["num_val"]
     print(f"wrote {n} videos ({summary['num_train']} train, {summary['num_val']} val, "
           f"{summary['frames']} frames of {summary['size']}x{summary['size']} px) "
