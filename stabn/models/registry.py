@@ -8,18 +8,17 @@ from typing import Callable, Dict, Optional, Union
 
 from torch import nn
 
+from .blocks import DEPTHS
 from .resnet3d import resnet3d
 from .stabn import stabn
 
 log = logging.getLogger(__name__)
 
-_DEPTHS = (18, 34, 50, 101, 152)
-
 MODEL_REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
-for _depth in _DEPTHS:
+for _depth in DEPTHS:
     MODEL_REGISTRY[f"resnet{_depth}"] = functools.partial(resnet3d, _depth)
     MODEL_REGISTRY[f"abn_resnet{_depth}"] = functools.partial(stabn, _depth)
-for _depth in _DEPTHS:
+for _depth in DEPTHS:
     # The original's "v2" builds exactly the v1 architecture; kept as aliases.
     MODEL_REGISTRY[f"abn_resnet{_depth}_v2"] = MODEL_REGISTRY[f"abn_resnet{_depth}"]
 
