@@ -7,16 +7,21 @@ import torch
 from torch import Tensor
 
 
-def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, int]:
-    """How many rows have their label among the k highest scores, for each k.
+def ranked_classes(scores: Tensor, k: int) -> Tensor:
+    """The `k` highest-scoring classes of each row, best first (k capped at the number of
+    classes). Ties rank the lower class index first: `torch.topk` on CPU does not promise an
+    order, and a stable sort makes the ranking deterministic."""
+    return torch.sort(-scores.float(), dim=1, stable=True).indices[:, : min(k, scores.shape[1])]
 
-    k is capped at the number of classes. Ties rank the lower class index first, as
-    `torch.topk` on CPU does not promise an order; sorting makes the count deterministic."""
-    maxk = min(max(ks), scores.shape[1])
-    # stable sort on (-score) keeps the lower index first among equal scores
-    order = torch.sort(-scores.float(), dim=1, stable=True).indices[:, :maxk]
-    hits = order == labels.view(-1, 1)
-    return {k: int(hits[:, : min(k, maxk)].any(dim=1).sum()) for k in ks}
+
+def _count_hits(ranked: Tensor, labels: Tensor, ks: Sequence[int]) -> Dict[int, int]:
+    hits = ranked == labels.view(-1, 1)
+    return {k: int(hits[:, :k].any(dim=1).sum()) for k in ks}
+
+
+def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, int]:
+    """How many rows have their label among the k highest scores (see `ranked_classes`), for each k."""
+    return _count_hits(ranked_classes(scores, max(ks)), labels, ks)
 
 
 class ClassificationMeter:
@@ -31,9 +36,10 @@ class ClassificationMeter:
 
     def update(self, scores: Tensor, labels: Tensor) -> None:
         scores, labels = scores.detach().cpu(), labels.detach().cpu().long()
-        hits = topk_correct(scores, labels, self.ks)
+        ranked = ranked_classes(scores, max(self.ks))
+        hits = _count_hits(ranked, labels, self.ks)
         self.correct += torch.tensor([hits[k] for k in self.ks])
-        pred = torch.sort(-scores.float(), dim=1, stable=True).indices[:, 0]
+        pred = ranked[:, 0]
         flat = labels * self.num_classes + pred
         self.confusion += torch.bincount(flat, minlength=self.num_classes ** 2).view_as(self.confusion)
         self.count += labels.numel()
