@@ -20,9 +20,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..data.dataset import FrameClipDataset, collate_clips
-from ..data.decode import DEFAULT_BACKEND, read_jpeg
+from ..data.decode import BACKENDS, DEFAULT_BACKEND, read_jpeg
 from ..data.sampling import FRAME_TEMPLATE
-from ..data.transforms import JITTER_MODES, JitterConfig, mean_std, normalize_batch
+from ..data.transforms import CHANNEL_ORDERS, JITTER_MODES, JitterConfig, mean_std, normalize_batch
 from ..errors import ConfigError, DataError
 from . import torch_threads
 
@@ -169,8 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-clips", type=int, default=1, help="eval clips per video")
     parser.add_argument("--num-crops", type=int, default=1, choices=(1, 3), help="eval crops per clip")
     parser.add_argument("--jitter", choices=JITTER_MODES, default="tpn", help="train colour jitter mode")
-    parser.add_argument("--decoder", choices=("torchvision", "pillow"), default=None)
-    parser.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr")
+    parser.add_argument("--decoder", choices=BACKENDS, default=None)
+    parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="bgr")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh-out", action="store_true",
                         help="allocate every normalised batch anew instead of reusing one buffer")
