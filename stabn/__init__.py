@@ -1,11 +1,10 @@
 """stabn: Spatio-Temporal Attention Branch Network (ST-ABN) for video classification."""
-from .checkpoint import load_pretrained
 from .data import load_clip
 from .inference import Explanation, Prediction, explain, predict
-from .models import MODEL_NAMES, STABNOutput, build_model
+from .models import MODEL_NAMES, ModelSpec, STABNOutput, build_model, list_models, load_pretrained
 from .version import __version__
 
 __all__ = [
-    "MODEL_NAMES", "STABNOutput", "build_model", "load_pretrained", "load_clip", "predict",
-    "explain", "Prediction", "Explanation", "__version__",
+    "MODEL_NAMES", "ModelSpec", "STABNOutput", "build_model", "list_models", "load_pretrained", "load_clip",
+    "predict", "explain", "Prediction", "Explanation", "__version__",
 ]

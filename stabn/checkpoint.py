@@ -1,10 +1,12 @@
 """The one place that knows the checkpoint format.
 
 A checkpoint is the original's dict `{epoch, iteration, best_score, model_state_dict,
-optimizer_state_dict, scheduler_state_dict}` plus a `config` entry that describes the model
-and its preprocessing, so a file is enough to rebuild what wrote it. Files of the original
-(with the `module.` prefix DataParallel adds, or bare state dicts) load too. Everything is
-read with `weights_only=True`: a file that carries code is refused and the code never runs.
+optimizer_state_dict, scheduler_state_dict}` plus a `model_spec` entry that describes the
+model, its input and its classes (`stabn.models.ModelSpec.to_dict()`), so a file is enough to
+rebuild what wrote it. Files of the original (with the `module.` prefix DataParallel adds, or
+bare state dicts) and of earlier versions (a `config` entry instead of `model_spec`) load too.
+Everything is read with `weights_only=True`: a file that carries code is refused and the code
+never runs. Rebuilding a model out of a file is `stabn.models.load_pretrained`'s work.
 """
 from __future__ import annotations
 
@@ -18,48 +20,18 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from .data.transforms import mean_std
 from .errors import CheckpointError
 from .fileio import atomic_write
-from .models.blocks import DEPTHS, BasicBlock, Bottleneck
-from .models.registry import build_model
 from .version import __version__
 
 PathLike = Union[str, os.PathLike]
 
-# Recipe defaults for what a bare state dict cannot tell.
-DEFAULT_FRAME_LENGTH = 32
-DEFAULT_FRAME_SIZE = 224
-
 # Wrappers whose prefixes end up in saved keys: DataParallel / DDP, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
-_OVERRIDABLE = ("model", "num_classes", "frame_length", "frame_size", "width", "dropout")
-
-
-def model_config(
-    model: str,
-    num_classes: int,
-    frame_length: int,
-    frame_size: int = DEFAULT_FRAME_SIZE,
-    width: int = 64,
-    channel_order: str = "bgr",
-    mean: Optional[tuple] = None,
-    std: Optional[tuple] = None,
-) -> Dict[str, Any]:
-    """The `config` entry: what is needed to rebuild the model and feed it."""
-    default_mean, default_std = mean_std(channel_order)
-    return {
-        "model": model,
-        "num_classes": int(num_classes),
-        "frame_length": int(frame_length),
-        "frame_size": int(frame_size),
-        "width": int(width),
-        "channel_order": channel_order,
-        "mean": list(mean if mean is not None else default_mean),
-        "std": list(std if std is not None else default_std),
-        "version": __version__,
-    }
+SPEC_KEY = "model_spec"
+# Earlier versions stored the spec as `config`, its name under `model`.
+_LEGACY_SPEC_KEY, _LEGACY_NAME_KEY = "config", "model"
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -76,7 +48,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def save_checkpoint(
     path: PathLike,
     model: nn.Module,
-    config: Mapping[str, Any],
+    spec: Mapping[str, Any],
     optimizer: Optional[torch.optim.Optimizer] = None,
     scheduler: Optional[Any] = None,
     epoch: int = 0,
@@ -86,7 +58,8 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint atomically: a kill mid-save leaves the previous file loadable.
 
-    Keys carry no wrapper prefix. `extra` holds further plain entries (e.g. RNG state)."""
+    `spec` is the model's `ModelSpec.to_dict()`. Keys carry no wrapper prefix. `extra` holds
+    further plain entries (e.g. RNG state)."""
     state = {
         "epoch": int(epoch),
         "iteration": int(iteration),
@@ -94,7 +67,8 @@ def save_checkpoint(
         "model_state_dict": unwrap_model(model).state_dict(),
         "optimizer_state_dict": optimizer.state_dict() if optimizer is not None else None,
         "scheduler_state_dict": scheduler.state_dict() if scheduler is not None else None,
-        "config": dict(config),
+        SPEC_KEY: dict(spec),
+        "stabn_version": __version__,
     }
     if extra:
         state.update(extra)
@@ -152,33 +126,18 @@ def read_state_dict(path: PathLike) -> "OrderedDict[str, Tensor]":
     return extract_state_dict(read_checkpoint(path), path)
 
 
-def _blocks_per_layer(state_dict: Mapping[str, Tensor], layer: str) -> int:
-    indices = {int(k.split(".")[1]) for k in state_dict if k.startswith(layer + ".")}
-    return max(indices) + 1 if indices else 0
-
-
-def infer_model_config(state_dict: Mapping[str, Tensor], source: PathLike = "<checkpoint>") -> Dict[str, Any]:
-    """Architecture from the weights alone: family, depth, width, num_classes and, for
-    ST-ABN, frame_length. The 3D ResNet baseline's weights do not depend on frame_length."""
-    if "fc.weight" not in state_dict or "conv1.weight" not in state_dict:
-        raise CheckpointError(f"{source}: not a 3D ResNet / ST-ABN state dict (no conv1.weight or fc.weight)")
-    block = Bottleneck if "layer1.0.conv3.weight" in state_dict else BasicBlock
-    layers = tuple(_blocks_per_layer(state_dict, f"layer{i}") for i in range(1, 5))
-    depth = next((d for d, (b, n) in DEPTHS.items() if b is block and n == layers), None)
-    if depth is None:
-        raise CheckpointError(
-            f"{source}: no known depth has {block.__name__} blocks in layers {list(layers)}"
-        )
-    stabn_model = "fc_att_out.weight" in state_dict
-    num_classes = state_dict["fc.weight"].shape[0]
-    config = {
-        "model": f"abn_resnet{depth}" if stabn_model else f"resnet{depth}",
-        "num_classes": num_classes,
-        "width": state_dict["conv1.weight"].shape[0],
-    }
-    if stabn_model:
-        config["frame_length"] = state_dict["fc_att_out.weight"].shape[1] // num_classes
-    return config
+def stored_spec(ckpt: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The model spec a loaded checkpoint carries, as a dict with the field names of
+    `ModelSpec`; None for files without one (the original's)."""
+    spec = ckpt.get(SPEC_KEY)
+    if isinstance(spec, Mapping) and "name" in spec:
+        return dict(spec)
+    legacy = ckpt.get(_LEGACY_SPEC_KEY)
+    if isinstance(legacy, Mapping) and _LEGACY_NAME_KEY in legacy:
+        spec = {k: v for k, v in legacy.items() if k != _LEGACY_NAME_KEY}
+        spec["name"] = legacy[_LEGACY_NAME_KEY]
+        return spec
+    return None
 
 
 def describe_mismatch(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Optional[str]:
@@ -205,47 +164,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: Pat
     target.load_state_dict(state_dict)
 
 
-def resolve_model_config(ckpt: Mapping[str, Any], source: PathLike = "<checkpoint>", **overrides: Any) -> Dict[str, Any]:
-    """The model config of a loaded checkpoint: its own `config` entry where present, else
-    inferred from the weights, then `overrides` on top, then recipe defaults."""
-    unknown = sorted(set(overrides) - set(_OVERRIDABLE))
-    if unknown:
-        raise CheckpointError(f"unknown override(s) {unknown}; allowed: {', '.join(_OVERRIDABLE)}")
-    stored = ckpt.get("config")
-    if isinstance(stored, Mapping) and "model" in stored:
-        config = dict(stored)
-    else:
-        config = model_config(**{**{"frame_length": DEFAULT_FRAME_LENGTH},
-                                 **infer_model_config(extract_state_dict(ckpt, source), source)})
-    config.update({k: v for k, v in overrides.items() if v is not None})
-    return config
-
-
-def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
-    """A ready eval-mode model from a checkpoint of this project or of the original.
-
-    The architecture comes from the file's `config`, or is inferred from its weights;
-    `overrides` (model, num_classes, frame_length, frame_size, width, dropout) win over both.
-    The returned model carries that config as `model.stabn_config`."""
-    ckpt = read_checkpoint(path)
-    state_dict = extract_state_dict(ckpt, path)
-    config = resolve_model_config(ckpt, path, **overrides)
-    try:
-        model = build_model(
-            config["model"], config["num_classes"], config["frame_length"],
-            frame_size=config.get("frame_size", DEFAULT_FRAME_SIZE),
-            dropout=config.get("dropout", 0.5), width=config.get("width", 64),
-        )
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: cannot build its model: {e}") from None
-    load_weights(model, state_dict, path)
-    model.stabn_config = config
-    model.eval()
-    return model
-
-
 __all__ = [
-    "model_config", "save_checkpoint", "read_checkpoint",
-    "extract_state_dict", "read_state_dict", "infer_model_config", "load_weights",
-    "load_pretrained", "resolve_model_config", "unwrap_model",
+    "save_checkpoint", "read_checkpoint", "extract_state_dict", "read_state_dict", "stored_spec",
+    "strip_wrapper_prefixes", "describe_mismatch", "load_weights", "unwrap_model",
 ]

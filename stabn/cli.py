@@ -4,42 +4,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from typing import Callable, List, Optional, Sequence
 
 from .config import Config, load_config
-from .errors import StabnError
-
-
-# How torch re-raises an error of a DataLoader worker (or of its pin-memory thread).
-_WORKER_PREFIX = re.compile(r"^Caught \w+ in [^\n]*\.\nOriginal Traceback")
-
-
-def error_message(error: BaseException) -> str:
-    """The one line `run_cli` prints for `error`.
-
-    An error raised in a DataLoader worker reaches the main process as the same type with a
-    multi-line message ("Caught DataError in DataLoader worker process 0." and the worker's
-    traceback); that is reduced to the worker's own message. Any line breaks left become spaces."""
-    message = str(error)
-    if _WORKER_PREFIX.match(message):
-        cls = type(error)
-        name = cls.__qualname__ if cls.__module__ in ("__main__", "builtins") else f"{cls.__module__}.{cls.__qualname__}"
-        # The traceback ends with "<module>.<Class>: <the original message>".
-        _, sep, tail = message.rpartition(f"\n{name}: ")
-        if sep:
-            message = tail
-        else:  # a type the traceback names otherwise: take its last line
-            last = message.strip().splitlines()[-1]
-            message = re.sub(r"^[\w.]+: ", "", last)
-    return " ".join(message.split())
-
-
-def report_error(error: BaseException) -> int:
-    """Print `error` as the one `error: ...` line of bad input; return its exit code, 2."""
-    print(f"error: {error_message(error)}", file=sys.stderr)
-    return 2
+from .errors import StabnError, report_error
 
 
 def stop_loader_workers(error: BaseException) -> int:

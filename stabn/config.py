@@ -18,9 +18,12 @@ import yaml
 from .data.annotations import FORMATS
 from .data.sampling import PADDING_MODES
 from .data.transforms import CHANNEL_ORDERS, FLIP_MODES, JITTER_MODES
-from .engine.fastpath import AMP_DTYPES
 from .errors import ConfigError
+from .fastpath import AMP_SETTINGS
 from .fileio import atomic_write_text
+from .metrics import VIEW_AVERAGES
+from .models import MODEL_NAMES
+from .optim import SCHEDULES
 
 
 @dataclass
@@ -105,16 +108,16 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# The data choices are the ones the code that uses them accepts.
+# The choices are the ones the code that uses them accepts.
 _CHOICES = {
     "data.label_format": FORMATS,
     "data.channel_order": CHANNEL_ORDERS,
     "data.padding": PADDING_MODES,
     "data.jitter": (*JITTER_MODES, "none"),
     "data.flip": FLIP_MODES,
-    "train.schedule": ("multistep", "cosine"),
-    "train.amp": ("auto", *AMP_DTYPES),
-    "eval.average": ("softmax", "logits"),
+    "train.schedule": SCHEDULES,
+    "train.amp": AMP_SETTINGS,
+    "eval.average": VIEW_AVERAGES,
 }
 
 
@@ -271,8 +274,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout!r}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
-    from .models import MODEL_NAMES
-
     if cfg.model.name not in MODEL_NAMES:
         close = difflib.get_close_matches(cfg.model.name, MODEL_NAMES, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -1,14 +1,13 @@
 """Notebook API: predictions and attention maps for one clip or one frames folder.
 
     model = stabn.load_pretrained("runs/quickstart/checkpoint-best.pt")
-    stabn.predict(model, "data/synthetic/frames/000801", class_names=names)
-    stabn.explain(model, "data/synthetic/frames/000801").image   # a PIL image
+    stabn.predict(model, "data/synthetic/frames/000801").names     # class names from the model's spec
+    stabn.explain(model, "data/synthetic/frames/000801").image     # a PIL image
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -16,9 +15,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .data import load_clip, mean_std
-from .explain.visualize import attention_grid, denormalize, overlay_frames, upsample_spatial
-from .models import STABNOutput
+from .data import read_centre_clip
+from .explain.visualize import attention_grid, overlay_frames, upsample_spatial
+from .models import ModelSpec, STABNOutput, model_spec
 
 ClipOrDir = Union[Tensor, str, os.PathLike]
 
@@ -46,17 +45,10 @@ class Explanation:
     prediction: Prediction
 
 
-def _config(model: nn.Module) -> dict:
-    config = dict(getattr(model, "stabn_config", {}) or {})
-    config.setdefault("frame_length", getattr(model, "frame_length", 32))
-    config.setdefault("frame_size", getattr(model, "frame_size", 224))
-    config.setdefault("channel_order", "bgr")
-    return config
-
-
 def as_clip(model: nn.Module, clip_or_dir: ClipOrDir) -> Tensor:
     """A normalised float clip [3, T, S, S]: given as such, or read from a frames folder with
-    the evaluation preprocessing the model was trained with."""
+    the evaluation preprocessing of the model's spec (centre clip, centre crop, its channel
+    order and normalisation)."""
     if isinstance(clip_or_dir, Tensor):
         clip = clip_or_dir
         if clip.dim() == 5 and clip.shape[0] == 1:
@@ -64,9 +56,8 @@ def as_clip(model: nn.Module, clip_or_dir: ClipOrDir) -> Tensor:
         if clip.dim() != 4 or clip.shape[0] != 3:
             raise ValueError(f"expected a clip [3, T, S, S], got {list(clip_or_dir.shape)}")
         return clip.float()
-    config = _config(model)
-    return load_clip(Path(clip_or_dir), config["frame_length"], config["frame_size"],
-                     channel_order=config["channel_order"])
+    spec = model_spec(model)
+    return spec.normalize(read_centre_clip(clip_or_dir, spec.frame_length, spec.frame_size))
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -85,10 +76,10 @@ def _forward(model: nn.Module, clip: Tensor):
     return model(clip.unsqueeze(0).to(_device(model)))
 
 
-def _prediction(out, topk: int, class_names: Optional[Sequence[str]]) -> Prediction:
+def _prediction(out, topk: int, spec: ModelSpec, class_names: Optional[Sequence[str]]) -> Prediction:
     logits = out.logits[0] if isinstance(out, STABNOutput) else out[0]
     classes, probs = _topk(logits, topk)
-    names = [class_names[c] if class_names else str(c) for c in classes]
+    names = [class_names[c] if class_names else spec.class_name(c) for c in classes]
     pred = Prediction(classes, names, probs)
     if isinstance(out, STABNOutput):
         pred.att_classes, pred.att_probs = _topk(out.att_logits[0], topk)
@@ -97,8 +88,9 @@ def _prediction(out, topk: int, class_names: Optional[Sequence[str]]) -> Predict
 
 def predict(model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5,
             class_names: Optional[Sequence[str]] = None) -> Prediction:
-    """Top-`topk` classes with their softmax probabilities for one clip or frames folder."""
-    return _prediction(_forward(model, as_clip(model, clip_or_dir)), topk, class_names)
+    """Top-`topk` classes with their softmax probabilities for one clip or frames folder,
+    named by `class_names` or else by the model's spec."""
+    return _prediction(_forward(model, as_clip(model, clip_or_dir)), topk, model_spec(model), class_names)
 
 
 def explain(model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5,
@@ -109,14 +101,11 @@ def explain(model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5,
     out = _forward(model, clip)
     if not isinstance(out, STABNOutput):
         raise ValueError("explain() needs an ST-ABN model (abn_resnet*); this one has no attention branch")
-    config = _config(model)
-    mean, std = config.get("mean"), config.get("std")
-    if mean is None or std is None:
-        mean, std = mean_std(config["channel_order"])
-    frames = denormalize(clip, mean, std, config["channel_order"])
+    spec = model_spec(model)
+    frames = spec.denormalize(clip)
     _, s, w, _ = frames.shape
     spatial = upsample_spatial(out.spatial_attention[0], s, w)
     temporal = out.temporal_attention[0].float().cpu().flatten().numpy()
     tiles = overlay_frames(frames, spatial, temporal)
     return Explanation(spatial, temporal, frames, [Image.fromarray(t) for t in tiles],
-                       Image.fromarray(attention_grid(tiles)), _prediction(out, topk, class_names))
+                       Image.fromarray(attention_grid(tiles)), _prediction(out, topk, spec, class_names))

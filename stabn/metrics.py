@@ -6,6 +6,21 @@ from typing import Dict, Sequence
 import torch
 from torch import Tensor
 
+# How the scores of a video's views are combined (`average_views`).
+VIEW_AVERAGES = ("softmax", "logits")
+
+
+def average_views(scores: Tensor, num_views: int, mode: str = "softmax") -> Tensor:
+    """[B*V, K] per-view scores -> [B, K] per-video scores: the mean of the softmax
+    probabilities (default) or of the raw logits."""
+    scores = scores.float().view(-1, num_views, scores.shape[-1])
+    if mode == "softmax":
+        scores = scores.softmax(dim=-1)
+    elif mode != "logits":
+        raise ValueError(f"unknown view averaging {mode!r}; use one of {VIEW_AVERAGES}")
+    return scores.mean(dim=1)
+
+
 
 def ranked_classes(scores: Tensor, k: int) -> Tensor:
     """The `k` highest-scoring classes of each row, best first (k capped at the number of

@@ -25,10 +25,10 @@ import pytest
 import torch
 
 import stabn
+from helpers import child_env
 from stabn.checkpoint import extract_state_dict, load_weights, read_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-ARCH = ("abn_resnet18", 8, 8, 32)  # name, num_classes, frame_length, frame_size
+ARCH = dict(name="abn_resnet18", num_classes=8, frame_length=8, frame_size=32)
 WIDTH = 16
 TARGET = "checkpoint-latest.pt"
 KILLS = 30
@@ -38,9 +38,9 @@ import os, sys
 import torch
 torch.set_num_threads(1)  # no thread pools before fork()
 import stabn
-from stabn.checkpoint import model_config, save_checkpoint
+from stabn.checkpoint import save_checkpoint
 
-ARCH = ("abn_resnet18", 8, 8, 32)
+ARCH = dict(num_classes=8, frame_length=8, frame_size=32)
 WIDTH = 16
 
 
@@ -49,8 +49,8 @@ def say(line):
 
 
 def build():
-    model = stabn.build_model(*ARCH, width=WIDTH)
-    return model, model_config(*ARCH, width=WIDTH)
+    model = stabn.build_model("abn_resnet18", **ARCH, width=WIDTH)
+    return model, model.spec.to_dict()
 
 
 def loop(path, model, config, first_epoch):
@@ -83,13 +83,6 @@ else:
     model, config = build()
     loop(sys.argv[1], model, config, int(sys.argv[2]))
 '''
-
-
-def env():
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [e.get("PYTHONPATH")] if p])
-    e["OMP_NUM_THREADS"] = "1"
-    return e
 
 
 class Lines:
@@ -144,7 +137,7 @@ def check_target(path, allowed, fresh_model):
     load_weights(fresh_model, state_dict, path)  # strict: every key, every shape
     # Weights and metadata come from the same save, not a mix of two.
     assert fresh_model.fc.bias[0].item() == float(epoch)
-    assert ckpt["config"]["width"] == WIDTH
+    assert ckpt["model_spec"]["width"] == WIDTH
     return epoch
 
 
@@ -158,7 +151,7 @@ def writer_script(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fresh_model():
     torch.manual_seed(0)
-    return stabn.build_model(*ARCH, width=WIDTH)
+    return stabn.build_model(**ARCH, width=WIDTH)
 
 
 def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path, writer_script, fresh_model):
@@ -167,7 +160,7 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path, writer
     rng = random.Random(seed)
     pid = None
     server = subprocess.Popen([sys.executable, str(writer_script), "server"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     out = Lines(server)
     target = tmp_path / TARGET
     stats = {"seed": seed, "kills": 0, "mid_save": 0, "partial_temp": 0, "before_first_save": 0,
@@ -256,11 +249,11 @@ def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path, writer
 def test_leftover_temp_files_do_not_disturb_later_saves(tmp_path, fresh_model):
     """Temp files a killed writer left behind are never picked up: a later save and load go
     to the target alone (a fresh temp name every time)."""
-    from stabn.checkpoint import model_config, save_checkpoint
+    from stabn.checkpoint import save_checkpoint
 
     target = tmp_path / TARGET
-    config = model_config(*ARCH, width=WIDTH)
-    model = stabn.build_model(*ARCH, width=WIDTH)
+    model = stabn.build_model(**ARCH, width=WIDTH)
+    config = model.spec.to_dict()
     with torch.no_grad():
         model.fc.bias[0] = 7.0
     save_checkpoint(target, model, config, epoch=7, iteration=7)
@@ -285,7 +278,7 @@ def test_sigkill_of_plain_interpreter_writers(tmp_path, writer_script, fresh_mod
             folder.mkdir()
             proc = subprocess.Popen([sys.executable, str(writer_script), str(folder / TARGET), "1"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=env())
+                                    env=child_env())
             procs.append((proc, Lines(proc), folder))
         for proc, out, folder in procs:
             out.expect("writer", timeout=120)

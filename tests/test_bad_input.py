@@ -21,14 +21,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from stabn.bench.__main__ import main as bench_main
 from stabn.checkpoint import read_checkpoint, read_state_dict
-from stabn.cli import error_message, stop_loader_workers
+from stabn.cli import stop_loader_workers
+from stabn.errors import error_message
 from stabn.config import load_config
 from stabn.data.synthetic import main as synthetic_main, make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.trainer import Trainer
 from stabn.errors import DataError
 from stabn.models import build_model
-from conftest import REPO
+from helpers import REPO
 
 CONFIG = REPO / "configs" / "synthetic.yaml"
 TRUNCATED = ("000002", "000003.jpg")  # a training video and one of its frames
@@ -244,7 +245,7 @@ def test_eval_truncated_checkpoint(runs, tmp):
 def test_eval_checkpoint_that_does_not_fit_names_the_first_key(runs, trained):
     ckpt = trained / "checkpoint-final.pt"
     state = read_state_dict(ckpt)
-    model = build_model("abn_resnet18", 5, 8, 32, width=4).state_dict()
+    model = build_model("abn_resnet18", num_classes=5, frame_length=8, frame_size=32, width=4).state_dict()
     first = next(k for k, t in model.items() if k not in state or state[k].shape != t.shape)
     line = error_line(runs["eval_classes"])
     assert line.startswith(f"error: {ckpt}: ") and f"'{first}'" in line, line

@@ -11,16 +11,15 @@ from PIL import Image
 from stabn.bench.__main__ import main
 from stabn.bench.loader import make_frames
 from stabn.data import read_label_file
+from helpers import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 KEYS = {"clips_per_s", "decode_clips_per_s", "ratio", "mode", "frame_length", "frame_size", "decoder"}
 TINY = ["--videos", "2", "--video-frames", "6", "--height", "40", "--width", "56", "--frame-length", "4",
         "--frame-size", "32", "--batch-size", "2", "--num-batches", "2"]
 
 
 def bench(*args):
-    return subprocess.run([sys.executable, "-m", "stabn.bench", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return run_module("stabn.bench", args, timeout=120)
 
 
 def test_make_frames(tmp_path):

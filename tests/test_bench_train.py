@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from stabn import build_model
 from stabn.bench.__main__ import main
 from stabn.bench.train import peak_tflops
+from helpers import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "abn_resnet18", "--width", "4", "--frame-length", "4", "--frame-size", "32",
         "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
 KEYS = {"mode", "model", "frame_length", "frame_size", "batch_size", "width", "device", "amp", "channels_last",
@@ -19,14 +19,13 @@ KEYS = {"mode", "model", "frame_length", "frame_size", "batch_size", "width", "d
 
 
 def bench(*args):
-    result = subprocess.run([sys.executable, "-m", "stabn.bench", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result = run_module("stabn.bench", args, timeout=120)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
 
 
 def tiny_forward_gflops() -> float:
-    model = build_model("abn_resnet18", 174, 4, 32, width=4)
+    model = build_model("abn_resnet18", num_classes=174, frame_length=4, frame_size=32, width=4)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.randn(2, 3, 4, 32, 32))
     return counter.get_total_flops() / 1e9

@@ -7,7 +7,7 @@ import yaml
 
 from stabn.config import Config, config_from_dict, load_config, save_config
 from stabn.errors import ConfigError
-from conftest import REPO
+from helpers import REPO
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -87,11 +87,12 @@ def test_train_clips(videos):
 def test_the_configured_flip_reaches_the_training_clips(videos, flip):
     """`data.flip` through the trainer's dataset: which of the two mirrorings clips show."""
     from stabn.config import load_config
-    from stabn.engine.trainer import make_dataset
+    from stabn.data import make_dataset
 
     cfg = load_config(None, [f"data.frames_root={videos}/frames", f"data.frame_length={T}",
                              f"data.frame_size={S}", f"data.flip={flip}", "train.seed=7"])
-    ds = make_dataset(cfg, str(videos / "labels.txt"), "train")
+    ds = make_dataset(cfg.data, str(videos / "labels.txt"), "train", num_classes=cfg.model.num_classes,
+                      seed=cfg.train.seed)
     seen = set()
     for epoch in range(12):
         ds.set_epoch(epoch)

@@ -16,7 +16,8 @@ from stabn.engine.distributed import DistContext
 from stabn.engine.evaluate import evaluate
 from stabn.engine.trainer import Trainer
 from stabn.data import ClipBatch
-from conftest import REPO, child_env, torchrun
+from stabn.models import ModelSpec
+from helpers import REPO, child_env, torchrun
 
 NUM_VAL = 5
 
@@ -114,7 +115,10 @@ def test_eval_bad_input_is_one_line(trained_run, tmp_path):
 
 
 class MeanModel(nn.Module):
-    """Logits [m, 0, -m] from the clip's mean value m: known scores for known inputs."""
+    """Logits [m, 0, -m] from the clip's mean value m: known scores for known inputs; its spec
+    leaves pixel values as they are."""
+
+    spec = ModelSpec(name="mean", num_classes=3, frame_length=2, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
     def forward(self, x):
         m = x.mean(dim=(1, 2, 3, 4))
@@ -123,11 +127,10 @@ class MeanModel(nn.Module):
 
 def test_evaluate_averages_views_like_the_hand_computation():
     # 2 videos x 3 views; views are constant clips whose normalised mean is known
-    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     values = [[3, 0, 0], [0, 0, 1]]  # per-view pixel values
     views = torch.tensor(values, dtype=torch.uint8).view(2, 3, 1, 1, 1, 1).expand(2, 3, 3, 2, 4, 4).contiguous()
     batch = ClipBatch(views, torch.tensor([0, 2]), torch.tensor([0, 1]), ())
-    result = evaluate(MeanModel(), [batch], DistContext(), 3, mean, std, progress=False)
+    result = evaluate(MeanModel(), [batch], DistContext(), progress=False)
 
     def softmax(m):
         e = torch.tensor([m, 0.0, -m]).exp()

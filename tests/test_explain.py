@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from stabn.data import mean_std, normalize_batch
+from stabn.data import denormalize, mean_std, normalize_batch
 from stabn.explain.metrics import (auc, deletion_insertion, pointing_game, saliency_volume,
                                    temporal_hit)
-from stabn.explain.visualize import attention_image, denormalize, jet, save_attention
+from stabn.explain.visualize import attention_image, jet, save_attention
 
 
 def test_jet_end_points_and_middle():

@@ -2,15 +2,15 @@ import pytest
 import torch
 
 import stabn
-from stabn.checkpoint import model_config, save_checkpoint
+from stabn.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     torch.manual_seed(0)
-    model = stabn.build_model("abn_resnet18", 6, 8, 224, width=4)
+    model = stabn.build_model("abn_resnet18", num_classes=6, frame_length=8, frame_size=224, width=4)
     path = tmp_path_factory.mktemp("ckpt") / "m.pt"
-    save_checkpoint(path, model, model_config("abn_resnet18", 6, 8, 224, width=4))
+    save_checkpoint(path, model, model.spec.to_dict())
     return stabn.load_pretrained(path)
 
 
@@ -44,7 +44,7 @@ def test_explain_gives_maps_at_clip_size_and_pictures(saved_model, fixtures_dir)
 
 
 def test_explain_needs_an_attention_branch():
-    model = stabn.build_model("resnet18", 4, 8, 32, width=4)
+    model = stabn.build_model("resnet18", num_classes=4, frame_length=8, frame_size=32, width=4)
     with pytest.raises(ValueError, match="needs an ST-ABN model"):
         stabn.explain(model, torch.randn(3, 8, 32, 32))
     pred = stabn.predict(model, torch.randn(3, 8, 32, 32), topk=2)

@@ -26,7 +26,7 @@ def resnet_files(tmp_path_factory):
                                         ("abn_resnet18", 18), ("resnet18", 18)])
 def test_every_inflated_kernel_is_the_2d_kernel_spread_over_time(resnet_files, name, depth):
     state_2d = torch.load(resnet_files[depth], weights_only=True)
-    model = build_model(name, 10, 8, 64)
+    model = build_model(name, num_classes=10, frame_length=8, frame_size=64)
     report = inflate_2d_weights(model, resnet_files[depth])
     state_3d = model.state_dict()
 
@@ -50,7 +50,7 @@ def test_every_inflated_kernel_is_the_2d_kernel_spread_over_time(resnet_files, n
 
 
 def test_baseline_stem_kernel_is_divided_by_its_temporal_length(resnet_files):
-    model = build_model("resnet18", 10, 8, 64)
+    model = build_model("resnet18", num_classes=10, frame_length=8, frame_size=64)
     inflate_2d_weights(model, resnet_files[18])
     w2 = torch.load(resnet_files[18], weights_only=True)["conv1.weight"]
     assert model.conv1.weight.shape[2] == 7
@@ -59,7 +59,7 @@ def test_baseline_stem_kernel_is_divided_by_its_temporal_length(resnet_files):
 
 def test_constant_clip_gives_the_2d_stem_response(resnet_files):
     """On a clip of identical frames an inflated conv responds like the 2D one (I3D's point)."""
-    model = build_model("resnet18", 10, 8, 64)
+    model = build_model("resnet18", num_classes=10, frame_length=8, frame_size=64)
     inflate_2d_weights(model, resnet_files[18])
     net2d = torchvision.models.resnet18(weights=None)
     net2d.load_state_dict(torch.load(resnet_files[18], weights_only=True))
@@ -72,7 +72,7 @@ def test_constant_clip_gives_the_2d_stem_response(resnet_files):
 
 
 def test_width_mismatch_is_reported_not_forced(resnet_files):
-    model = build_model("abn_resnet18", 10, 8, 64, width=16)
+    model = build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=64, width=16)
     report = inflate_2d_weights(model, resnet_files[18])
     assert not report.taken
     assert ("conv1.weight", (16, 3, 1, 7, 7), (64, 3, 7, 7)) in report.mismatched
@@ -80,6 +80,6 @@ def test_width_mismatch_is_reported_not_forced(resnet_files):
 
 
 def test_build_model_takes_a_local_2d_file(resnet_files):
-    model = build_model("abn_resnet18", 10, 8, 64, pretrained_2d=resnet_files[18])
+    model = build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=64, pretrained_2d=resnet_files[18])
     w2 = torch.load(resnet_files[18], weights_only=True)["layer1.0.conv1.weight"]
     torch.testing.assert_close(model.layer1[0].conv1.weight[:, :, 1], w2 / 3)

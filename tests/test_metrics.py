@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from stabn.engine.evaluate import average_views
+from stabn.metrics import average_views
 from stabn.metrics import ClassificationMeter, topk_correct
 
 

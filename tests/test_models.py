@@ -5,7 +5,7 @@ import torch
 
 import stabn
 from stabn.models import STABNOutput, build_model, to_channels_last_3d
-from reference import (fill_rule, load_reference, max_relative_error, reference_outputs,
+from helpers import (fill_rule, load_reference, max_relative_error, reference_outputs,
                        run_reference_input)
 
 REFERENCES = ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112.json"]
@@ -16,7 +16,7 @@ REFERENCES = ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112
 def test_state_dict_and_outputs_match_the_original(fixtures_dir, name, channels_last):
     """In the original's NCDHW layout and in channels_last_3d, the default fast path."""
     ref = load_reference(fixtures_dir, name)
-    model = build_model(ref["model"], ref["num_classes"], ref["frame_length"], ref["frame_size"])
+    model = build_model(ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"])
     model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
     if channels_last:
         to_channels_last_3d(model)
@@ -35,7 +35,7 @@ def test_state_dict_and_outputs_match_the_original(fixtures_dir, name, channels_
 @pytest.mark.parametrize("name", stabn.MODEL_NAMES)
 def test_every_model_builds_and_runs_at_tiny_width(name):
     K, T, S, width = 7, 4, 32, 4
-    model = build_model(name, K, T, S, width=width).eval()
+    model = build_model(name, num_classes=K, frame_length=T, frame_size=S, width=width).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, T, S, S))
     if name.startswith("abn_"):
@@ -57,29 +57,29 @@ def test_every_model_builds_and_runs_at_tiny_width(name):
 
 def test_namedtuple_positions_match_the_original_tuple():
     assert STABNOutput._fields == ("logits", "att_logits", "spatial_attention", "temporal_attention")
-    model = build_model("abn_resnet18", 5, 4, 32, width=4).eval()
+    model = build_model("abn_resnet18", num_classes=5, frame_length=4, frame_size=32, width=4).eval()
     out = model(torch.randn(1, 3, 4, 32, 32))
     out_per, out_att, spatial, temporal = out
     assert out_per is out.logits and temporal is out.temporal_attention
 
 
 def test_v2_names_build_the_v1_architecture():
-    a = build_model("abn_resnet50", 5, 4, 32, width=4).state_dict()
-    b = build_model("abn_resnet50_v2", 5, 4, 32, width=4).state_dict()
+    a = build_model("abn_resnet50", num_classes=5, frame_length=4, frame_size=32, width=4).state_dict()
+    b = build_model("abn_resnet50_v2", num_classes=5, frame_length=4, frame_size=32, width=4).state_dict()
     assert [(k, v.shape) for k, v in a.items()] == [(k, v.shape) for k, v in b.items()]
 
 
 def test_stabn_strides_space_only_and_the_baseline_strides_time():
     x = torch.randn(1, 3, 8, 64, 64)
-    abn = build_model("abn_resnet18", 3, 8, 64, width=4).eval()
+    abn = build_model("abn_resnet18", num_classes=3, frame_length=8, frame_size=64, width=4).eval()
     assert abn(x).spatial_attention.shape == (1, 1, 8, 4, 4)
-    base = build_model("resnet18", 3, 8, 64, width=4).eval()
+    base = build_model("resnet18", num_classes=3, frame_length=8, frame_size=64, width=4).eval()
     feats = base.layer4(base.layer3(base.layer2(base.layer1(base.maxpool(base.conv1(x))))))
     assert feats.shape[2:] == (1, 2, 2)
 
 
 def test_wrong_clip_length_gets_a_clear_error():
-    model = build_model("abn_resnet18", 5, 8, 32, width=4).eval()
+    model = build_model("abn_resnet18", num_classes=5, frame_length=8, frame_size=32, width=4).eval()
     with pytest.raises(ValueError, match=r"frame_length=8 but got a clip of 6 frames"):
         model(torch.randn(1, 3, 6, 32, 32))
     with pytest.raises(ValueError, match=r"expects clips shaped \[B, 3, T, H, W\]"):
@@ -88,14 +88,14 @@ def test_wrong_clip_length_gets_a_clear_error():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown model 'abn_resnet19'"):
-        build_model("abn_resnet19", 5, 8)
+        build_model("abn_resnet19", num_classes=5, frame_length=8)
     with pytest.raises(ValueError, match="frame_length must be a positive integer"):
-        build_model("abn_resnet18", 5, 0)
+        build_model("abn_resnet18", num_classes=5, frame_length=0)
 
 
 def test_stabn_init_follows_the_original_rule():
     torch.manual_seed(0)
-    model = build_model("abn_resnet50", 5, 4, 32, width=16)
+    model = build_model("abn_resnet50", num_classes=5, frame_length=4, frame_size=32, width=16)
     conv = model.layer_att_common[0].conv2  # kernel (1, 3, 3), 128 outputs
     n = conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2.0 / n), rel=0.05)

@@ -14,7 +14,7 @@ from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.trainer import Trainer, TrainingError
-from conftest import REPO, CodePayload, child_env, torchrun
+from helpers import REPO, CodePayload, child_env, torchrun
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ av = pytest.importorskip("av", reason="PyAV (pip install -e .[prep]) is needed t
 
 from stabn.data import prepare_ssv2 as prep  # noqa: E402
 from stabn.errors import DataError, StabnError  # noqa: E402
+from helpers import run_module  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 W, H = 64, 48
 
 # Label indices deliberately differ from the JSON key order, to check category.txt ordering.
@@ -222,9 +222,7 @@ def test_missing_pyav_gives_install_hint(dataset, monkeypatch):
 
 
 def cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "stabn.data.prepare_ssv2", *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    return run_module("stabn.data.prepare_ssv2", args, timeout=120)
 
 
 def test_cli_malformed_json_one_line_error(dataset):

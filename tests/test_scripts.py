@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 LOCAL_SCRIPTS = sorted(list((REPO / "script_local").glob("*.sh")) + list((REPO / "script_local").glob("*.sbatch")))
 DOCKER_SCRIPTS = sorted((REPO / "docker").glob("*.sh"))
 SHELL_SCRIPTS = LOCAL_SCRIPTS + DOCKER_SCRIPTS

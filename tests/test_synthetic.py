@@ -11,8 +11,8 @@ from PIL import Image
 from stabn.data import synthetic
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.errors import DataError
+from helpers import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 ARGS = dict(num_train=16, num_val=8, frames=8, size=48, seed=3)
 
 
@@ -173,8 +173,7 @@ def test_bad_arguments_raise_data_error(tmp_path, kwargs):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stabn.data.synthetic", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return run_module("stabn.data.synthetic", args, timeout=120)
 
 
 def test_cli_writes_dataset(tmp_path):

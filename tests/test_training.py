@@ -9,8 +9,9 @@ import yaml
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
-from stabn.engine.trainer import Trainer, make_dataset
-from conftest import REPO, child_env, torchrun
+from stabn.data import make_dataset
+from stabn.engine.trainer import Trainer
+from helpers import REPO, child_env, torchrun
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly
 
@@ -73,7 +74,7 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
 
     ckpt = torch.load(logdir / "checkpoint-final.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["iteration"] == 6
-    assert ckpt["config"]["model"] == "abn_resnet18"
+    assert ckpt["model_spec"]["name"] == "abn_resnet18"
     assert not any(k.startswith("module.") for k in ckpt["model_state_dict"])
 
 
@@ -105,7 +106,8 @@ def test_different_epochs_see_different_data(tiny_data):
     # shorter clips and smaller crops than the videos, so start and crop are drawn
     cfg = load_config(REPO / "configs/synthetic.yaml", tiny_overrides(tiny_data, "unused") + [
         "data.frame_length=4", "data.frame_size=24"])
-    ds = make_dataset(cfg, cfg.data.train_labels, "train")
+    ds = make_dataset(cfg.data, cfg.data.train_labels, "train", num_classes=cfg.model.num_classes,
+                      seed=cfg.train.seed)
     ds.set_epoch(0)
     first = [ds[i][0] for i in range(4)]
     ds.set_epoch(0)

@@ -6,8 +6,7 @@ import functools
 import sys
 from typing import Optional, Sequence
 
-from ..cli import report_error
-from ..errors import StabnError
+from ..errors import StabnError, report_error
 from . import loader, train
 
 

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.fastpath import (AMP_DTYPES, amp_dtype, amp_name, autocast, clips_layout, make_sgd,
-                               prepare_model, use_channels_last)
-from ..engine.trainer import classification_losses
+from ..engine.losses import classification_losses
+from ..fastpath import AMP_DTYPES, amp_dtype, amp_name, autocast, clips_layout, prepare_model, use_channels_last
+from ..optim import make_sgd
 from ..errors import ConfigError
 from . import torch_threads
 from ..models import MODEL_NAMES, build_model
@@ -121,7 +121,8 @@ def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, ba
     # memory may stay resident); on a GPU from after the warm-up (see below).
     memory = PeakMemory(dev)
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes, frame_length, frame_size, width=width)
+    model = build_model(model_name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
+                        width=width)
     prepare_model(model, dev, channels_last)
     model.train(mode == "train")
     clips = torch.randn(batch_size, 3, frame_length, frame_size, frame_size, device=dev)

@@ -12,10 +12,13 @@ record's label is -1.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import List, NamedTuple, Optional, Union
 
 from ..errors import DataError
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -128,3 +131,29 @@ def read_label_file(
             raise DataError(f"{where}: {what}")
         records.append(VideoRecord(video_id, num_frames, label, folder))
     return records
+
+
+def read_class_names(path: PathLike, num_classes: Optional[int] = None) -> List[str]:
+    """Class names, one a line (line i names class i; blank lines are skipped); with
+    `num_classes`, the file must name exactly that many."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise DataError(f"cannot read class names {os.fspath(path)}: {e.strerror or e}") from None
+    if num_classes is not None and len(names) != num_classes:
+        raise DataError(f"{os.fspath(path)}: {len(names)} class names for {num_classes} classes "
+                        f"(model.num_classes)")
+    return names
+
+
+def optional_class_names(path: Optional[PathLike], num_classes: int) -> Optional[List[str]]:
+    """`read_class_names` for a model's class names, which are optional: a file that is not
+    there or does not fit leaves the classes numbered, with a warning that says why."""
+    if not path:
+        return None
+    try:
+        return read_class_names(path, num_classes)
+    except DataError as e:
+        log.warning("classes are numbered, not named: %s", e)
+        return None

@@ -324,17 +324,13 @@ class FrameClipDataset(Dataset):
         return (self.num_views, self.frame_length, self.frame_size, self.frame_size, 3)
 
 
-def load_clip(
-    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None,
-    *, channel_order: str = "bgr",
-) -> torch.Tensor:
-    """The original's evaluation preprocessing of one frames folder: the centre clip, the
-    centre crop, BGR, normalised; float32 ``[3, T, S, S]``.
+def read_centre_clip(video_dir: PathLike, frame_length: int, frame_size: int = 224,
+                     num_frames: Optional[int] = None) -> torch.Tensor:
+    """The centre clip and centre crop of one frames folder as evaluation takes it: uint8 RGB
+    ``[3, T, S, S]``, before normalisation.
 
     `num_frames` is the video's frame count as the label file gives it (the original's clip
-    position depends on it); None counts the JPEGs in the folder. ``channel_order="rgb"`` gives
-    the same clip with its channels (and the normalisation constants) in RGB order.
-    """
+    position depends on it); None counts the JPEGs in the folder."""
     video_dir = os.fspath(video_dir)
     if num_frames is None:
         num_frames = count_frames(video_dir)
@@ -342,5 +338,19 @@ def load_clip(
         raise DataError(f"no JPEG frames in {video_dir}")
     record = VideoRecord(os.path.basename(os.path.normpath(video_dir)), num_frames, -1, video_dir)
     views, _, _ = FrameClipDataset([record], None, frame_length, frame_size, mode="eval")[0]
+    return views[0]
+
+
+def load_clip(
+    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None,
+    *, channel_order: str = "bgr",
+) -> torch.Tensor:
+    """The original's evaluation preprocessing of one frames folder: the centre clip, the
+    centre crop, BGR, normalised; float32 ``[3, T, S, S]``.
+
+    `num_frames` is as in `read_centre_clip`. ``channel_order="rgb"`` gives the same clip with
+    its channels (and the normalisation constants) in RGB order.
+    """
+    clip = read_centre_clip(video_dir, frame_length, frame_size, num_frames)
     mean, std = mean_std(channel_order)
-    return normalize_batch(views, mean, std, channel_order=channel_order)[0]
+    return normalize_batch(clip, mean, std, channel_order=channel_order)

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..cli import report_error
-from ..errors import DataError, StabnError
+from ..errors import DataError, StabnError, report_error
 from ..fileio import atomic_write_text
 from .sampling import FRAME_TEMPLATE
 

@@ -41,8 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ..cli import report_error
-from ..errors import DataError, StabnError
+from ..errors import DataError, StabnError, report_error
 from ..fileio import atomic_write_text
 from .sampling import FRAME_TEMPLATE
 

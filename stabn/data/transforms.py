@@ -316,6 +316,17 @@ def normalize_batch(
     return out
 
 
+def denormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                channel_order: str = "bgr") -> np.ndarray:
+    """A normalised clip [3, T, H, W] back to uint8 RGB frames [T, H, W, 3]."""
+    m = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+    pixels = (clip.detach().float().cpu() * s + m).clamp(0, 255).round().to(torch.uint8)
+    if channel_order == "bgr":
+        pixels = pixels.flip(0)
+    return pixels.permute(1, 2, 3, 0).numpy()
+
+
 def reference_normalize_clip(
     clip: torch.Tensor,
     mean: Sequence[float],

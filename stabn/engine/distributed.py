@@ -77,3 +77,13 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def max_over_ranks(value: int, ctx: DistContext) -> int:
+    """The largest of every rank's `value` (the value itself outside torch.distributed): how
+    ranks agree on a flag, such as a stop signal or an empty batch, that any one of them raised."""
+    if not ctx.distributed:
+        return value
+    flag = torch.tensor([value], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())

@@ -13,12 +13,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data.transforms import normalize_batch
-from ..metrics import ClassificationMeter
 from ..checkpoint import unwrap_model
-from ..models import STABN, STABNOutput
+from ..fastpath import autocast, clips_layout
+from ..metrics import ClassificationMeter, average_views
+from ..models import STABN, STABNOutput, model_spec
 from .distributed import DistContext
-from .fastpath import autocast, clips_layout
 
 
 @dataclass
@@ -39,17 +38,6 @@ class EvalResult:
         return out
 
 
-def average_views(scores: Tensor, num_views: int, mode: str = "softmax") -> Tensor:
-    """[B*V, K] per-view scores -> [B, K] per-video scores: the mean of the softmax
-    probabilities (default) or of the raw logits."""
-    scores = scores.float().view(-1, num_views, scores.shape[-1])
-    if mode == "softmax":
-        scores = scores.softmax(dim=-1)
-    elif mode != "logits":
-        raise ValueError(f"unknown view averaging {mode!r}; use 'softmax' or 'logits'")
-    return scores.mean(dim=1)
-
-
 BatchCallback = Callable[[Tensor, Tensor, Tensor, Any], None]
 
 
@@ -58,27 +46,24 @@ def evaluate(
     model: nn.Module,
     loader: Any,
     ctx: DistContext,
-    num_classes: int,
-    mean: Sequence[float],
-    std: Sequence[float],
     average: str = "softmax",
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
     on_batch: Optional[BatchCallback] = None,
     on_skipped: Optional[Callable[[Sequence[str]], None]] = None,
     progress: bool = True,
-    channel_order: str = "bgr",
 ) -> EvalResult:
     """Top-1/Top-5 of both branches over `loader`, whose batches are `ClipBatch`es of
-    RGB uint8 views [B, V, 3, T, S, S], normalised into `channel_order` (the model's; `mean`
-    and `std` are in that order); `on_skipped` hears of videos the loader dropped.
+    RGB uint8 views [B, V, 3, T, S, S], normalised as the model's spec says; `on_skipped`
+    hears of videos the loader dropped.
 
     `on_batch(clips, labels, indices, outputs)` sees each normalised batch (views flattened
     to [B*V, ...]) and the model's raw output, e.g. to draw attention maps."""
     model.eval()
-    per = ClassificationMeter(num_classes)
+    spec = model_spec(model)
+    per = ClassificationMeter(spec.num_classes)
     # Decided up front, not from the outputs: a rank with no videos must still all-reduce.
-    att = ClassificationMeter(num_classes) if isinstance(unwrap_model(model), STABN) else None
+    att = ClassificationMeter(spec.num_classes) if isinstance(unwrap_model(model), STABN) else None
     views_per_video = 0
     bar = tqdm(loader, desc="eval", leave=False, disable=(not (progress and ctx.is_main)) or None)
     for views, labels, indices, skipped in bar:
@@ -89,7 +74,7 @@ def evaluate(
         b, v = views.shape[:2]
         views_per_video = v
         clips = views.to(ctx.device, non_blocking=True).flatten(0, 1)
-        clips = normalize_batch(clips, mean, std, channel_order=channel_order)
+        clips = spec.normalize(clips)
         clips = clips_layout(clips, channels_last)
         with autocast(ctx.device, amp_dtype):
             outputs = model(clips)

@@ -15,16 +15,16 @@ import torch
 import yaml
 from PIL import Image
 
-from ..checkpoint import load_pretrained, read_checkpoint
+from ..checkpoint import read_checkpoint
 from ..config import Config, layered_config, parse_overrides
+from ..data import clip_loader, make_dataset, optional_class_names
 from ..errors import ConfigError
-from ..explain.visualize import denormalize, jet, save_attention
+from ..explain.visualize import jet, save_attention
+from ..fastpath import amp_dtype, prepare_model, use_channels_last
 from ..fileio import atomic_write, atomic_write_text
-from ..models import STABNOutput
+from ..models import ModelSpec, STABNOutput, load_pretrained
 from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
 from .evaluate import EvalResult, evaluate
-from .fastpath import amp_dtype, prepare_model, use_channels_last
-from .trainer import clip_loader, make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,11 @@ def _model_hints(cfg: Config, explicit: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: value for k, (given, value) in keys.items() if given}
 
 
-def _class_names(cfg: Config) -> List[str]:
-    if cfg.data.class_names and Path(cfg.data.class_names).is_file():
-        names = [line.strip() for line in Path(cfg.data.class_names).read_text().splitlines() if line.strip()]
-        if len(names) == cfg.model.num_classes:
-            return names
-    return [str(i) for i in range(cfg.model.num_classes)]
+def _class_names(cfg: Config, spec: ModelSpec) -> List[str]:
+    """The names the checkpoint carries; for a file without them (the original's), those of
+    `data.class_names` when it fits; else the class numbers."""
+    names = spec.class_names or optional_class_names(cfg.data.class_names, spec.num_classes)
+    return list(names) if names else [str(i) for i in range(spec.num_classes)]
 
 
 def confusion_png(confusion: torch.Tensor, scale: int = 4) -> bytes:
@@ -132,9 +131,8 @@ def write_reports(out: Path, result: EvalResult, names: Sequence[str], extra: Ma
 class AttentionWriter:
     """Saves the attention image of one view per video (the middle clip, centre crop)."""
 
-    def __init__(self, out: Path, dataset, cfg: Config, mean, std) -> None:
-        self.out, self.dataset, self.cfg = out, dataset, cfg
-        self.mean, self.std = mean, std
+    def __init__(self, out: Path, dataset, cfg: Config, spec: ModelSpec) -> None:
+        self.out, self.dataset, self.cfg, self.spec = out, dataset, cfg, spec
         self.view, self.views = dataset.centre_view, dataset.num_views
         self.remaining = cfg.eval.max_attention_videos
 
@@ -145,7 +143,7 @@ class AttentionWriter:
             if self.remaining <= 0:
                 return
             i = b * self.views + self.view
-            frames = denormalize(clips[i], self.mean, self.std, self.cfg.data.channel_order)
+            frames = self.spec.denormalize(clips[i])
             video_id = self.dataset.records[index].video_id
             save_attention(self.out / f"{video_id}.png", frames, outputs.spatial_attention[i],
                            outputs.temporal_attention[i], gif=self.cfg.eval.attention_gif)
@@ -155,40 +153,37 @@ class AttentionWriter:
 def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: DistContext) -> Dict[str, Any]:
     """Evaluate `checkpoint` on `cfg.data.val_labels`; rank 0 writes the reports."""
     model = load_pretrained(checkpoint, **_model_hints(cfg, explicit))
-    mc = model.stabn_config
+    spec = model.spec
     # The checkpoint decides the architecture and preprocessing it was trained with.
-    cfg.model.name, cfg.model.num_classes, cfg.model.width = mc["model"], mc["num_classes"], mc.get("width", 64)
-    cfg.data.frame_length, cfg.data.frame_size = mc["frame_length"], mc.get("frame_size", cfg.data.frame_size)
-    cfg.data.channel_order = mc.get("channel_order", cfg.data.channel_order)
-    mean, std = mc["mean"], mc["std"]
+    cfg.model.name, cfg.model.num_classes, cfg.model.width = spec.name, spec.num_classes, spec.width
+    cfg.data.frame_length, cfg.data.frame_size = spec.frame_length, spec.frame_size
+    cfg.data.channel_order = spec.channel_order
     if not cfg.data.val_labels:
         raise ConfigError("data.val_labels is not set: give data.val_labels=... and data.frames_root=...")
 
-    dataset = make_dataset(cfg, cfg.data.val_labels, "eval", cfg.eval.num_clips, cfg.eval.num_crops)
-    loader = clip_loader(cfg, dataset, ShardSampler(len(dataset), ctx.rank, ctx.world_size),
-                         cfg.eval.batch_size, ctx.device)
+    dataset = make_dataset(cfg.data, cfg.data.val_labels, "eval", num_classes=spec.num_classes,
+                           seed=cfg.train.seed, num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops)
+    loader = clip_loader(dataset, ShardSampler(len(dataset), ctx.rank, ctx.world_size), cfg.eval.batch_size,
+                         num_workers=cfg.data.num_workers, device=ctx.device, seed=cfg.train.seed)
     channels_last = use_channels_last(cfg.train.channels_last, ctx.device)
     prepare_model(model, ctx.device, channels_last)
     out = Path(cfg.logdir) / cfg.eval.output
     on_batch = None
     if cfg.eval.save_attention:
-        on_batch = AttentionWriter(out / "attention", dataset, cfg, mean, std)
+        on_batch = AttentionWriter(out / "attention", dataset, cfg, spec)
     skipped: List[str] = []
-    result = evaluate(model, loader, ctx, cfg.model.num_classes, mean, std, cfg.eval.average,
-                      channel_order=cfg.data.channel_order,
-                      amp_dtype=amp_dtype(cfg.train.amp, ctx.device), channels_last=channels_last,
-                      on_batch=on_batch,
-                      on_skipped=skipped.extend)
+    result = evaluate(model, loader, ctx, cfg.eval.average, amp_dtype=amp_dtype(cfg.train.amp, ctx.device),
+                      channels_last=channels_last, on_batch=on_batch, on_skipped=skipped.extend)
     extra: Dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model.name,
                              "average": cfg.eval.average, "num_clips": cfg.eval.num_clips,
                              "num_crops": cfg.eval.num_crops}
     if cfg.eval.explain_metrics:
         from ..explain.metrics import explanation_metrics
 
-        extra["explanation"] = explanation_metrics(model, cfg, dataset, ctx, mean, std)
+        extra["explanation"] = explanation_metrics(model, cfg, dataset, ctx)
     summary: Dict[str, Any] = {}
     if ctx.is_main:
-        summary = write_reports(out, result, _class_names(cfg), extra)
+        summary = write_reports(out, result, _class_names(cfg, spec), extra)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         log.info("Top-1 %s, Top-5 %s over %d videos x %d views; reports in %s",
                  summary["top-1_accuracy"], summary["top-5_accuracy"], result.num_videos,

@@ -3,30 +3,29 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch import nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import load_weights, model_config, read_checkpoint, save_checkpoint
+from ..checkpoint import load_weights, read_checkpoint, save_checkpoint
 from ..config import Config, save_config
-from ..data import FrameClipDataset, JitterConfig, collate_clips, mean_std, normalize_batch
+from ..data import JitterConfig, clip_loader, make_dataset, optional_class_names
 from ..errors import StabnError
+from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
 from ..fileio import atomic_write_text
-from ..models import STABNOutput, build_model
-from .distributed import DistContext, ShardSampler, barrier
+from ..models import build_model
+from ..optim import build_scheduler, make_sgd
+from .distributed import DistContext, ShardSampler, barrier, max_over_ranks
 from .evaluate import EvalResult, evaluate
-from .fastpath import (amp_dtype, autocast, clips_layout, make_sgd, prepare_model,
-                       use_channels_last)
+from .losses import classification_losses
+from .preemption import Preempted, StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -35,75 +34,9 @@ class TrainingError(StabnError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
 
 
-class Preempted(Exception):
-    """SIGTERM or SIGINT arrived; checkpoint-latest holds the state after the last step."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class StopRequest:
-    """Remembers SIGTERM / SIGINT instead of dying mid-step; the loop stops after the step."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._previous: Dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def agreed(self, distributed: bool, device: torch.device) -> int:
-        """The signal any rank received (0 if none): all ranks must stop at the same step."""
-        if not distributed:
-            return self.signum
-        flag = torch.tensor([self.signum], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item())
-
-
 def derive_seed(*parts: int) -> int:
     """A seed mixed from integers, so that (seed, epoch, rank) tuples never share a stream."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer):
-    """The original's MultiStepLR (stepped per epoch), optionally behind a linear warm-up or
-    replaced by a cosine decay."""
-    t = cfg.train
-    if t.schedule == "multistep" and t.warmup_epochs == 0:
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, t.milestones, t.gamma)
-
-    def factor(epoch: int) -> float:
-        if epoch < t.warmup_epochs:
-            return (epoch + 1) / (t.warmup_epochs + 1)
-        if t.schedule == "cosine":
-            progress = (epoch - t.warmup_epochs) / max(1, t.epochs - t.warmup_epochs)
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return t.gamma ** sum(epoch >= m for m in t.milestones)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def classification_losses(out: Union[STABNOutput, Tensor], labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """(total, perception, attention) cross-entropies, in fp32 from the logits; for a plain
-    ResNet the attention term is zero. ST-ABN trains on their sum, as the original."""
-    if isinstance(out, STABNOutput):
-        loss_per = F.cross_entropy(out.logits.float(), labels)
-        loss_att = F.cross_entropy(out.att_logits.float(), labels)
-    else:
-        loss_per = F.cross_entropy(out.float(), labels)
-        loss_att = torch.zeros((), device=labels.device)
-    return loss_per + loss_att, loss_per, loss_att
 
 
 class Trainer:
@@ -113,23 +46,27 @@ class Trainer:
         self.cfg, self.ctx = cfg, ctx
         self.logdir = Path(cfg.logdir)
         d, t = cfg.data, cfg.train
-        self.mean, self.std = mean_std(d.channel_order)
         self.amp_dtype = amp_dtype(t.amp, ctx.device)
         self.channels_last = use_channels_last(t.channels_last, ctx.device)
 
-        self.train_set = make_dataset(cfg, d.train_labels, "train")
-        self.val_set = make_dataset(cfg, d.val_labels, "eval")
+        self.train_set = make_dataset(d, d.train_labels, "train", num_classes=cfg.model.num_classes, seed=t.seed)
+        self.val_set = make_dataset(d, d.val_labels, "eval", num_classes=cfg.model.num_classes, seed=t.seed)
+        class_names = optional_class_names(d.class_names, cfg.model.num_classes)
         self.jitter = None if d.jitter == "none" else JitterConfig(mode=d.jitter)
         self.skipped = 0
 
         torch.manual_seed(derive_seed(t.seed))  # the same initial weights on every rank and run
-        model = build_model(cfg.model.name, cfg.model.num_classes, d.frame_length, d.frame_size,
-                            cfg.model.dropout, cfg.model.width, cfg.model.pretrained_2d)
+        model = build_model(cfg.model.name, num_classes=cfg.model.num_classes, frame_length=d.frame_length,
+                            frame_size=d.frame_size, dropout=cfg.model.dropout, width=cfg.model.width,
+                            pretrained_2d=cfg.model.pretrained_2d, channel_order=d.channel_order,
+                            class_names=class_names)
+        self.spec = model.spec
         if cfg.model.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = prepare_model(model, ctx.device, self.channels_last)
         self.optimizer = make_sgd(model.parameters(), ctx.device, t.lr, t.momentum, t.weight_decay, t.nesterov)
-        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, schedule=t.schedule, epochs=t.epochs,
+                                         milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
         self.history: List[Dict[str, Any]] = []
@@ -154,11 +91,6 @@ class Trainer:
             self.writer = SummaryWriter(str(self.logdir))
 
     # -- checkpoints --------------------------------------------------------------------
-    def _checkpoint_config(self) -> Dict[str, Any]:
-        d = self.cfg.data
-        return model_config(self.cfg.model.name, self.cfg.model.num_classes, d.frame_length,
-                            d.frame_size, self.cfg.model.width, d.channel_order)
-
     def save(self, name: str, epoch: int, partial: Optional[Dict[str, Any]] = None) -> None:
         """Rank 0 writes `name`; `epoch` counts completed epochs, and `partial` holds where
         an interrupted epoch stands (steps done, RNG states, running loss sums)."""
@@ -173,7 +105,7 @@ class Trainer:
         if partial is not None:
             extra["partial_epoch"] = partial
         save_checkpoint(
-            self.logdir / name, self.model, self._checkpoint_config(), self.optimizer,
+            self.logdir / name, self.model, self.spec.to_dict(), self.optimizer,
             self.scheduler, epoch=epoch, iteration=self.iteration, best_score=self.best_score,
             extra=extra,
         )
@@ -229,7 +161,7 @@ class Trainer:
                             "draws fresh random numbers", ctx.world_size, len(self.partial["rng"]))
             indices = list(sampler)[first * batch:]
             self.partial = None
-        loader = clip_loader(cfg, self.train_set, indices, batch, ctx.device, drop_last=True)
+        loader = self._loader(self.train_set, indices, batch, drop_last=True)
 
         self.net.train()
         seen, wait, start = 0, 0.0, time.perf_counter()
@@ -245,8 +177,7 @@ class Trainer:
                 continue
             clips = clips.to(ctx.device, non_blocking=True)
             labels = labels.to(ctx.device, non_blocking=True)
-            clips = normalize_batch(clips, self.mean, self.std, self.jitter, jitter_gen,
-                                    channel_order=self.cfg.data.channel_order)
+            clips = self.spec.normalize(clips, self.jitter, jitter_gen)
             clips = clips_layout(clips, self.channels_last)
             with autocast(ctx.device, self.amp_dtype):
                 loss, loss_per, loss_att = classification_losses(self.net(clips), labels)
@@ -268,7 +199,7 @@ class Trainer:
                     self.writer.add_scalar(name, v, self.iteration)
             bar.set_postfix(loss=f"{values[0].item():.3f}")
             bar.update()
-            signum = self.stop.agreed(ctx.distributed, ctx.device)
+            signum = self.stop.agreed(ctx)
             if signum:
                 bar.close()
                 self._save_interrupted(epoch, step + 1, sums, jitter_gen)
@@ -285,11 +216,9 @@ class Trainer:
     def _empty_anywhere(self, empty: bool) -> bool:
         """Whether any rank's batch lost all its videos to `data.skip_corrupt`: then every
         rank skips the step, since DDP's gradient all-reduce needs all of them."""
-        if not (self.cfg.data.skip_corrupt and self.ctx.distributed):
+        if not self.cfg.data.skip_corrupt:
             return empty
-        flag = torch.tensor([int(empty)], device=self.ctx.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return bool(max_over_ranks(int(empty), self.ctx))
 
     def _save_interrupted(self, epoch: int, step: int, sums: torch.Tensor, jitter_gen: torch.Generator) -> None:
         """checkpoint-latest for a stop after `step` steps of `epoch` (0-based)."""
@@ -310,13 +239,16 @@ class Trainer:
             self.skipped += 1
             log.warning("skipped a video (%d so far): %s", self.skipped, reason)
 
+    def _loader(self, dataset, sampler, batch_size: int, drop_last: bool = False):
+        return clip_loader(dataset, sampler, batch_size, num_workers=self.cfg.data.num_workers,
+                           device=self.ctx.device, seed=self.cfg.train.seed, drop_last=drop_last)
+
     def validate(self) -> EvalResult:
-        c, ctx = self.cfg, self.ctx
+        ctx = self.ctx
         sampler = ShardSampler(len(self.val_set), ctx.rank, ctx.world_size)
-        loader = clip_loader(c, self.val_set, sampler, c.eval.batch_size, ctx.device)
-        return evaluate(self.net, loader, ctx, c.model.num_classes, self.mean, self.std,
-                        amp_dtype=self.amp_dtype, channels_last=self.channels_last,
-                        on_skipped=self._count_skipped, channel_order=c.data.channel_order)
+        loader = self._loader(self.val_set, sampler, self.cfg.eval.batch_size)
+        return evaluate(self.net, loader, ctx, amp_dtype=self.amp_dtype, channels_last=self.channels_last,
+                        on_skipped=self._count_skipped)
 
     def fit(self) -> Dict[str, Any]:
         if self.ctx.is_main:
@@ -370,39 +302,6 @@ class Trainer:
         val = record.get("val", {}).get("top-1_accuracy", {})
         log.info("epoch %d: loss %.4f, val top-1 %s, %.1f clips/s, data wait %.0f%%",
                  epoch, record["loss"], val or "-", record["clips_per_s"], 100 * record["data_wait"])
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGTERM / SIGINT to the main process, which stops cleanly after
-    its step (a cluster's signal often reaches every process of the job)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def make_dataset(cfg: Config, labels: str, mode: str, num_clips: int = 1, num_crops: int = 1) -> FrameClipDataset:
-    """The dataset a config describes, for training (`train`) or evaluation (`eval`)."""
-    d = cfg.data
-    return FrameClipDataset(
-        labels, d.frames_root, d.frame_length, d.frame_size, mode=mode, num_clips=num_clips,
-        num_crops=num_crops, padding=d.padding,
-        skip_corrupt=d.skip_corrupt, flip=d.flip,
-        seed=cfg.train.seed, template=d.frame_template, fmt=d.label_format,
-        num_classes=cfg.model.num_classes,
-    )
-
-
-def clip_loader(cfg: Config, dataset: FrameClipDataset, sampler: Any, batch_size: int,
-                device: torch.device, drop_last: bool = False) -> DataLoader:
-    """The DataLoader of training, validation and `eval.py`: `ClipBatch`es of uint8 clips."""
-    workers = cfg.data.num_workers
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=drop_last,
-        persistent_workers=False, collate_fn=collate_clips, worker_init_fn=_ignore_stop_signals,
-        # its own generator: drawing worker seeds from the global one would shift dropout
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-        prefetch_factor=4 if workers > 0 else None,
-    )
 
 
 def train(cfg: Config, launcher: str) -> Dict[str, Any]:

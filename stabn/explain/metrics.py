@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..data import center_crop_offset, normalize_batch
 from ..checkpoint import unwrap_model
-from ..models import STABN, STABNOutput
+from ..data import center_crop_offset
+from ..models import STABN, STABNOutput, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _ground_truth(cfg) -> Optional[Dict[str, Any]]:
 
 
 @torch.no_grad()
-def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
+def explanation_metrics(model, cfg, dataset, ctx) -> Dict[str, Any]:
     """The metrics over the first `eval.explain_videos` videos of `dataset` (their middle
     clip, centre crop), split over ranks and summed; ground-truth metrics where the data
     has a ground_truth.json (the synthetic set)."""
@@ -115,6 +115,7 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
     if not isinstance(unwrap_model(model), STABN):
         return {}
     truth = _ground_truth(cfg)
+    spec = model_spec(model)
     e = cfg.eval
     S = cfg.data.frame_size
     view = dataset.centre_view
@@ -129,8 +130,7 @@ def explanation_metrics(model, cfg, dataset, ctx, mean, std) -> Dict[str, Any]:
         if not isinstance(item, tuple):
             continue  # skipped as corrupt
         views, label, _ = item
-        clip = normalize_batch(views[view:view + 1].to(ctx.device), mean, std,
-                               channel_order=cfg.data.channel_order)[0]
+        clip = spec.normalize(views[view:view + 1].to(ctx.device))[0]
         out = model(clip.unsqueeze(0))
         target = int(out.logits.argmax())
         saliency = saliency_volume(out.spatial_attention[0], out.temporal_attention[0], (S, S))

@@ -27,17 +27,6 @@ def jet(values: np.ndarray) -> np.ndarray:
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
-def denormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                channel_order: str = "bgr") -> np.ndarray:
-    """A normalised clip [3, T, H, W] back to uint8 RGB frames [T, H, W, 3]."""
-    m = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
-    pixels = (clip.detach().float().cpu() * s + m).clamp(0, 255).round().to(torch.uint8)
-    if channel_order == "bgr":
-        pixels = pixels.flip(0)
-    return pixels.permute(1, 2, 3, 0).numpy()
-
-
 def upsample_spatial(spatial: torch.Tensor, height: int, width: int) -> np.ndarray:
     """Spatial attention [1, T, h, w] (or [T, h, w]) bilinearly resized to [T, H, W]."""
     maps = spatial.detach().float().cpu().reshape(-1, 1, *spatial.shape[-2:])

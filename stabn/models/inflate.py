@@ -13,6 +13,8 @@ from typing import Dict, List, Mapping, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import read_state_dict
+
 
 @dataclass
 class InflationReport:
@@ -51,8 +53,6 @@ def inflate_2d_weights(
     if isinstance(source, Mapping):
         state_2d: Mapping[str, Tensor] = source
     else:
-        from ..checkpoint import read_state_dict
-
         state_2d = read_state_dict(source)
     report = InflationReport()
     new_state: Dict[str, Tensor] = {}

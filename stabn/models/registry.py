@@ -1,15 +1,17 @@
 """One table from model name to builder, and `build_model` to use it."""
 from __future__ import annotations
 
+import fnmatch
 import functools
-import os
 import logging
-from typing import Callable, Dict, Optional, Union
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
 from .blocks import DEPTHS
 from .resnet3d import resnet3d
+from .spec import DEFAULT_FRAME_SIZE, ModelSpec
 from .stabn import stabn
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,11 @@ for _depth in DEPTHS:
 MODEL_NAMES = tuple(MODEL_REGISTRY)
 
 
+def list_models(pattern: Optional[str] = None) -> List[str]:
+    """The registered model names, those matching the shell-style `pattern` (``"abn_*"``) when given."""
+    return [n for n in MODEL_NAMES if pattern is None or fnmatch.fnmatchcase(n, pattern)]
+
+
 def is_stabn(name: str) -> bool:
     """Whether `name` is an ST-ABN (its forward returns `STABNOutput`)."""
     return name.startswith("abn_")
@@ -32,15 +39,21 @@ def is_stabn(name: str) -> bool:
 
 def build_model(
     name: str,
+    *,
     num_classes: int,
     frame_length: int,
-    frame_size: int = 224,
+    frame_size: int = DEFAULT_FRAME_SIZE,
     dropout: float = 0.5,
     width: int = 64,
     pretrained_2d: Optional[Union[str, os.PathLike]] = None,
+    channel_order: str = "bgr",
+    class_names: Optional[Sequence[str]] = None,
 ) -> nn.Module:
-    """Build a registered model; `pretrained_2d` is a local torchvision ResNet state-dict
-    file whose ImageNet weights are inflated into the 3D model (nothing is downloaded)."""
+    """Build a registered model, its `ModelSpec` set as `model.spec`.
+
+    `pretrained_2d` is a local torchvision ResNet state-dict file whose ImageNet weights are
+    inflated into the 3D model (nothing is downloaded). `channel_order` (with the original's
+    normalisation in that order) and `class_names` describe the model's input and output."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     for key, value in (("num_classes", num_classes), ("frame_length", frame_length),
@@ -49,10 +62,13 @@ def build_model(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    spec = ModelSpec(name=name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
+                     width=width, channel_order=channel_order, class_names=class_names)
     model = MODEL_REGISTRY[name](
         num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
         dropout=dropout, width=width,
     )
+    model.spec = spec
     if pretrained_2d is not None:
         from .inflate import inflate_2d_weights
 

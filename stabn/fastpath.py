@@ -1,19 +1,20 @@
 """How the model runs on a device, decided in one place for training, evaluation and the
-benchmark: autocast precision, the channels_last_3d layout, the SGD kernels, cuDNN tuning.
+benchmark: autocast precision, the channels_last_3d layout, cuDNN tuning.
 
 The figures behind the defaults are in docs/PERFORMANCE.md.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Dict, Iterable, Optional
+from typing import ContextManager, Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..models import to_channels_last_3d
+from .models import to_channels_last_3d
 
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+AMP_SETTINGS = ("auto", *AMP_DTYPES)
 
 
 def amp_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:
@@ -56,10 +57,3 @@ def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -
 def clips_layout(clips: Tensor, channels_last: bool) -> Tensor:
     return clips.contiguous(memory_format=torch.channels_last_3d) if channels_last else clips
 
-
-def make_sgd(params: Iterable[Tensor], device: torch.device, lr: float, momentum: float,
-             weight_decay: float, nesterov: bool = False) -> torch.optim.SGD:
-    """SGD with the whole update in one fused kernel on a GPU, multi-tensor ops on the CPU."""
-    fused = device.type == "cuda"
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           nesterov=nesterov, foreach=None if fused else True, fused=fused or None)

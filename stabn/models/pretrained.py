@@ -1,0 +1,86 @@
+"""A ready model out of a checkpoint file: its spec read from the file or inferred from the
+weights, the model built and the weights loaded."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Union
+
+from torch import Tensor, nn
+
+from ..checkpoint import extract_state_dict, load_weights, read_checkpoint, stored_spec
+from ..errors import CheckpointError
+from .blocks import DEPTHS, BasicBlock, Bottleneck
+from .registry import build_model
+from .spec import ModelSpec
+
+PathLike = Union[str, os.PathLike]
+
+# What `load_pretrained` lets a caller say; `model` is the spec's `name`.
+_OVERRIDABLE = ("model", "num_classes", "frame_length", "frame_size", "width", "dropout")
+
+
+def _blocks_per_layer(state_dict: Mapping[str, Tensor], layer: str) -> int:
+    indices = {int(k.split(".")[1]) for k in state_dict if k.startswith(layer + ".")}
+    return max(indices) + 1 if indices else 0
+
+
+def infer_architecture(state_dict: Mapping[str, Tensor], source: PathLike = "<checkpoint>") -> Dict[str, Any]:
+    """Architecture from the weights alone: `name` (family and depth), width, num_classes and,
+    for ST-ABN, frame_length. The 3D ResNet baseline's weights do not depend on frame_length."""
+    if "fc.weight" not in state_dict or "conv1.weight" not in state_dict:
+        raise CheckpointError(f"{source}: not a 3D ResNet / ST-ABN state dict (no conv1.weight or fc.weight)")
+    block = Bottleneck if "layer1.0.conv3.weight" in state_dict else BasicBlock
+    layers = tuple(_blocks_per_layer(state_dict, f"layer{i}") for i in range(1, 5))
+    depth = next((d for d, (b, n) in DEPTHS.items() if b is block and n == layers), None)
+    if depth is None:
+        raise CheckpointError(
+            f"{source}: no known depth has {block.__name__} blocks in layers {list(layers)}"
+        )
+    stabn_model = "fc_att_out.weight" in state_dict
+    num_classes = state_dict["fc.weight"].shape[0]
+    arch = {
+        "name": f"abn_resnet{depth}" if stabn_model else f"resnet{depth}",
+        "num_classes": num_classes,
+        "width": state_dict["conv1.weight"].shape[0],
+    }
+    if stabn_model:
+        arch["frame_length"] = state_dict["fc_att_out.weight"].shape[1] // num_classes
+    return arch
+
+
+def resolve_spec(ckpt: Mapping[str, Any], source: PathLike = "<checkpoint>", **overrides: Any) -> ModelSpec:
+    """The spec of a loaded checkpoint: the one it stores where present, else inferred from
+    its weights (recipe defaults for the rest), then `overrides` on top."""
+    unknown = sorted(set(overrides) - set(_OVERRIDABLE))
+    if unknown:
+        raise CheckpointError(f"unknown override(s) {unknown}; allowed: {', '.join(_OVERRIDABLE)}")
+    values = stored_spec(ckpt) or infer_architecture(extract_state_dict(ckpt, source), source)
+    given = {("name" if k == "model" else k): v for k, v in overrides.items() if v is not None and k != "dropout"}
+    if "num_classes" in given and given["num_classes"] != values.get("num_classes"):
+        values.pop("class_names", None)  # names of other classes
+    try:
+        return ModelSpec.from_dict({**values, **given})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: bad model spec: {e}") from None
+
+
+def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
+    """A ready eval-mode model from a checkpoint of this project or of the original.
+
+    The architecture comes from the file's model spec, or is inferred from its weights;
+    `overrides` (model, num_classes, frame_length, frame_size, width, dropout) win over both.
+    The model's `spec` says how to feed it and names its classes."""
+    ckpt = read_checkpoint(path)
+    state_dict = extract_state_dict(ckpt, path)
+    spec = resolve_spec(ckpt, path, **overrides)
+    try:
+        model = build_model(
+            spec.name, num_classes=spec.num_classes, frame_length=spec.frame_length,
+            frame_size=spec.frame_size, dropout=0.5 if overrides.get("dropout") is None else overrides["dropout"], width=spec.width,
+        )
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: cannot build its model: {e}") from None
+    load_weights(model, state_dict, path)
+    model.spec = spec
+    model.eval()
+    return model

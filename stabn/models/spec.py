@@ -1,0 +1,96 @@
+"""What a model is and how to feed it, declared once and carried with the model and its
+checkpoints (in the spirit of timm's `pretrained_cfg` and torchvision's weights `meta`)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..checkpoint import unwrap_model
+from ..data.transforms import JitterConfig, denormalize, mean_std, normalize_batch
+
+# Recipe defaults for what a bare state dict cannot tell.
+DEFAULT_FRAME_LENGTH = 32
+DEFAULT_FRAME_SIZE = 224
+
+
+@dataclass
+class ModelSpec:
+    """A model's architecture, its input (clip length and size, channel order and
+    normalisation) and the names of its classes.
+
+    `mean` and `std` are in `channel_order`; left out, they are the original's constants in
+    that order. `class_names[i]` names class i (None: unnamed)."""
+
+    name: str
+    num_classes: int
+    frame_length: int = DEFAULT_FRAME_LENGTH
+    frame_size: int = DEFAULT_FRAME_SIZE
+    width: int = 64
+    channel_order: str = "bgr"
+    mean: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[float, float, float]] = None
+    class_names: Optional[Tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        default_mean, default_std = mean_std(self.channel_order)
+        self.mean = tuple(float(v) for v in (self.mean if self.mean is not None else default_mean))
+        self.std = tuple(float(v) for v in (self.std if self.std is not None else default_std))
+        if self.class_names is not None:
+            self.class_names = tuple(str(n) for n in self.class_names)
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"class_names has {len(self.class_names)} names for "
+                                 f"{self.num_classes} classes")
+
+    def class_name(self, index: int) -> str:
+        """The name of class `index`, or its number when the classes are unnamed."""
+        return self.class_names[index] if self.class_names is not None else str(index)
+
+    def normalize(self, clips: Tensor, jitter: Optional[JitterConfig] = None,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+        """uint8 RGB clips ``[..., 3, T, H, W]`` as the model takes them (see `normalize_batch`)."""
+        return normalize_batch(clips, self.mean, self.std, jitter, generator, channel_order=self.channel_order)
+
+    def denormalize(self, clip: Tensor) -> np.ndarray:
+        """A clip the model takes ``[3, T, H, W]`` back to uint8 RGB frames ``[T, H, W, 3]``."""
+        return denormalize(clip, self.mean, self.std, self.channel_order)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain values only (lists, not tuples), as a checkpoint stores them."""
+        out = dataclasses.asdict(self)
+        for key in ("mean", "std", "class_names"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelSpec":
+        """The spec a checkpoint stored; keys this version does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        """A copy with `changes`; changing `channel_order` alone brings its default mean/std."""
+        if "channel_order" in changes and changes["channel_order"] != self.channel_order:
+            changes.setdefault("mean", None)
+            changes.setdefault("std", None)
+        return dataclasses.replace(self, **changes)
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    """The spec of `model` (wrappers such as DDP or torch.compile looked through); a model
+    built without `build_model` gets one from its own attributes."""
+    model = unwrap_model(model)
+    spec = getattr(model, "spec", None)
+    if isinstance(spec, ModelSpec):
+        return spec
+    fc = getattr(model, "fc", None)
+    return ModelSpec(name=type(model).__name__,
+                     num_classes=fc.out_features if isinstance(fc, nn.Linear) else 0,
+                     frame_length=getattr(model, "frame_length", DEFAULT_FRAME_LENGTH),
+                     frame_size=getattr(model, "frame_size", DEFAULT_FRAME_SIZE))
+
