@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stabn-installed
 
-.PHONY: test venv
+.PHONY: test test-fast lint venv
 
 venv: $(STAMP)
 
@@ -18,6 +18,14 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The tests that need no training run and no extra processes: under a minute.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not distributed" tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Synthetic data -> ST-ABN trained with torchrun (2 CPU processes, or one per GPU) ->
 # evaluation with attention images and explanation metrics, all under runs/quickstart/.

@@ -1,7 +1,8 @@
 """Evaluate a checkpoint (one process, or under torchrun):
 
-    python eval.py --logdir runs/quickstart eval.num_clips=2 eval.num_crops=3 eval.save_attention=true
+python eval.py --logdir runs/quickstart eval.num_clips=2 eval.num_crops=3 eval.save_attention=true
 """
+
 from stabn.cli import eval_main
 
 if __name__ == "__main__":

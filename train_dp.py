@@ -1,7 +1,8 @@
 """Single-process training: DataParallel over the visible GPUs, or the CPU.
 
-    python train_dp.py --config configs/ssv2/abn_resnet50.yaml [key=value ...]
+python train_dp.py --config configs/ssv2/abn_resnet50.yaml [key=value ...]
 """
+
 from stabn.cli import train_main
 
 if __name__ == "__main__":

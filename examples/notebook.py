@@ -1,8 +1,9 @@
 """What a notebook does with a trained model: predictions and attention overlays.
 
-    make quickstart                       # trains runs/quickstart/ on data/synthetic
-    .venv/bin/python examples/notebook.py  # writes examples_output/
+make quickstart                       # trains runs/quickstart/ on data/synthetic
+.venv/bin/python examples/notebook.py  # writes examples_output/
 """
+
 from pathlib import Path
 
 import stabn

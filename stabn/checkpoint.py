@@ -8,6 +8,7 @@ bare state dicts) and of earlier versions (a `config` entry instead of `model_sp
 Everything is read with `weights_only=True`: a file that carries code is refused and the code
 never runs. Rebuilding a model out of a file is `stabn.models.load_pretrained`'s work.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,7 +88,8 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
         if found:  # a reference to a class or function: the file would run code if unpickled
             raise CheckpointError(
                 f"{path}: refused to load: it holds objects other than tensors and plain "
-                f"containers (it references {found.group(1)}); loading it could run code") from None
+                f"containers (it references {found.group(1)}); loading it could run code"
+            ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
     except Exception as e:  # torch raises many types for files that are not checkpoints
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
@@ -96,9 +98,9 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     return dict(obj)
 
 
-def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> "OrderedDict[str, Tensor]":
+def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
     """Drop the `module.` (DataParallel/DDP) and `_orig_mod.` (torch.compile) prefixes."""
-    out: "OrderedDict[str, Tensor]" = OrderedDict()
+    out: OrderedDict[str, Tensor] = OrderedDict()
     for key, value in state_dict.items():
         while key.startswith(_WRAPPER_PREFIXES):
             key = key.split(".", 1)[1]
@@ -106,7 +108,7 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> "OrderedDict[str
     return out
 
 
-def extract_state_dict(obj: Mapping[str, Any], source: PathLike = "<checkpoint>") -> "OrderedDict[str, Tensor]":
+def extract_state_dict(obj: Mapping[str, Any], source: PathLike = "<checkpoint>") -> OrderedDict[str, Tensor]:
     """The model weights in a loaded checkpoint: a full dict of ours or the original's, or a
     bare state dict, with wrapper prefixes removed."""
     for key in _MODEL_KEYS:
@@ -115,13 +117,12 @@ def extract_state_dict(obj: Mapping[str, Any], source: PathLike = "<checkpoint>"
             break
     if not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(
-            f"{source}: not a model checkpoint (no {' / '.join(_MODEL_KEYS)} entry and not a "
-            f"state dict of tensors)"
+            f"{source}: not a model checkpoint (no {' / '.join(_MODEL_KEYS)} entry and not a state dict of tensors)"
         )
     return strip_wrapper_prefixes(obj)
 
 
-def read_state_dict(path: PathLike) -> "OrderedDict[str, Tensor]":
+def read_state_dict(path: PathLike) -> OrderedDict[str, Tensor]:
     """The model weights of a checkpoint or state-dict file."""
     return extract_state_dict(read_checkpoint(path), path)
 
@@ -147,8 +148,10 @@ def describe_mismatch(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Opt
         if key not in state_dict:
             return f"key {key!r} is missing from the checkpoint"
         if state_dict[key].shape != tensor.shape:
-            return (f"key {key!r} has shape {list(state_dict[key].shape)} in the checkpoint "
-                    f"but {list(tensor.shape)} in the model")
+            return (
+                f"key {key!r} has shape {list(state_dict[key].shape)} in the checkpoint "
+                f"but {list(tensor.shape)} in the model"
+            )
     extra = next((k for k in state_dict if k not in expected), None)
     if extra is not None:
         return f"key {extra!r} in the checkpoint does not exist in the model"
@@ -165,6 +168,13 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: Pat
 
 
 __all__ = [
-    "save_checkpoint", "read_checkpoint", "extract_state_dict", "read_state_dict", "stored_spec",
-    "strip_wrapper_prefixes", "describe_mismatch", "load_weights", "unwrap_model",
+    "save_checkpoint",
+    "read_checkpoint",
+    "extract_state_dict",
+    "read_state_dict",
+    "stored_spec",
+    "strip_wrapper_prefixes",
+    "describe_mismatch",
+    "load_weights",
+    "unwrap_model",
 ]

@@ -1,4 +1,5 @@
 """Command-line plumbing shared by the entry scripts: config parsing and error reporting."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,11 @@ def stop_loader_workers(error: BaseException) -> int:
     Needed because the traceback and the iterator end up in a reference cycle: when the garbage
     collector frees it, the index queues' finalizers may have closed them before the iterator's
     own shutdown sends its workers their stop signal, and the workers, which ignore SIGTERM
-    (`trainer._ignore_stop_signals`), then keep the exit waiting for ever."""
+    (`data.loader.ignore_stop_signals`), then keep the exit waiting for ever.
+
+    It uses torch's private iterator class and its `_shutdown` / `_shutdown_workers`, there
+    being no public way; test_error_message_of_a_loader_worker_is_its_own fails loudly when
+    they change."""
     try:
         from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -73,8 +78,9 @@ def config_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument("--logdir", help="run folder; same as logdir=...")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. train.epochs=2 model.width=16")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=2 model.width=16"
+    )
     return parser
 
 
@@ -92,6 +98,7 @@ def parse_train_args(argv: Optional[Sequence[str]] = None) -> Config:
 
 def train_main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of `train_dp.py` (launcher `dp`) and `train_ddp.py` (launcher `ddp`)."""
+
     def main() -> None:
         setup_logging()
         from .engine.trainer import train
@@ -103,13 +110,16 @@ def train_main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
 
 def eval_main(argv: Optional[Sequence[str]] = None) -> None:
     """Entry point of `eval.py` (one process, or every rank under torchrun)."""
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint: Top-1/Top-5 of both "
-                                     "branches, multi-view inference, attention images.")
-    parser.add_argument("--logdir", required=True, help="run folder (its config.yaml is read; "
-                        "results go to <logdir>/<eval.output>)")
+    parser = argparse.ArgumentParser(
+        description="Evaluate a checkpoint: Top-1/Top-5 of both branches, multi-view inference, attention images."
+    )
+    parser.add_argument(
+        "--logdir", required=True, help="run folder (its config.yaml is read; results go to <logdir>/<eval.output>)"
+    )
     parser.add_argument("--checkpoint", help="checkpoint file; default <logdir>/checkpoint-<eval.checkpoint>.pt")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="dotted overrides, e.g. eval.num_clips=2 eval.num_crops=3")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. eval.num_clips=2 eval.num_crops=3"
+    )
     args = parser.parse_args(argv)
 
     def main() -> None:

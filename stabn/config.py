@@ -3,6 +3,7 @@
 Every key is declared here with its type and default; an unknown key is an error that
 suggests the closest valid one. The resolved config is saved beside every run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -261,9 +262,20 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if value not in choices:
             raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
-    positive = ["model.num_classes", "model.width", "data.frame_length", "data.frame_size",
-                "train.epochs", "train.batch_size", "train.save_every", "train.val_every",
-                "eval.num_clips", "eval.batch_size", "train.log_every", "eval.explain_steps"]
+    positive = [
+        "model.num_classes",
+        "model.width",
+        "data.frame_length",
+        "data.frame_size",
+        "train.epochs",
+        "train.batch_size",
+        "train.save_every",
+        "train.val_every",
+        "eval.num_clips",
+        "eval.batch_size",
+        "train.log_every",
+        "eval.explain_steps",
+    ]
     for key in positive:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 1:

@@ -3,6 +3,7 @@
 Command-line entry points print them as one line and exit with code 2; everything else
 is left to raise with its traceback.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,9 @@ def error_message(error: BaseException) -> str:
     message = str(error)
     if _WORKER_PREFIX.match(message):
         cls = type(error)
-        name = cls.__qualname__ if cls.__module__ in ("__main__", "builtins") else f"{cls.__module__}.{cls.__qualname__}"
+        name = (
+            cls.__qualname__ if cls.__module__ in ("__main__", "builtins") else f"{cls.__module__}.{cls.__qualname__}"
+        )
         # The traceback ends with "<module>.<Class>: <the original message>".
         _, sep, tail = message.rpartition(f"\n{name}: ")
         if sep:

@@ -3,6 +3,7 @@ benchmark: autocast precision, the channels_last_3d layout, cuDNN tuning.
 
 The figures behind the defaults are in docs/PERFORMANCE.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,8 @@ AMP_SETTINGS = ("auto", *AMP_DTYPES)
 
 
 def amp_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:
-    """`auto` means bf16 on a GPU and full precision on the CPU, where bf16 autocast ran
-    12-24x slower (no bf16 instructions on common CPUs)."""
+    """`auto` means bf16 on a GPU and full precision on the CPU, where bf16 autocast is many
+    times slower (no bf16 instructions on common CPUs; docs/PERFORMANCE.md)."""
     if setting == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return AMP_DTYPES[setting]
@@ -56,4 +57,3 @@ def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -
 
 def clips_layout(clips: Tensor, channels_last: bool) -> Tensor:
     return clips.contiguous(memory_format=torch.channels_last_3d) if channels_last else clips
-

@@ -1,9 +1,10 @@
 """Notebook API: predictions and attention maps for one clip or one frames folder.
 
-    model = stabn.load_pretrained("runs/quickstart/checkpoint-best.pt")
-    stabn.predict(model, "data/synthetic/frames/000801").names     # class names from the model's spec
-    stabn.explain(model, "data/synthetic/frames/000801").image     # a PIL image
+model = stabn.load_pretrained("runs/quickstart/checkpoint-best.pt")
+stabn.predict(model, "data/synthetic/frames/000801").names     # class names from the model's spec
+stabn.explain(model, "data/synthetic/frames/000801").image     # a PIL image
 """
+
 from __future__ import annotations
 
 import os
@@ -86,15 +87,17 @@ def _prediction(out, topk: int, spec: ModelSpec, class_names: Optional[Sequence[
     return pred
 
 
-def predict(model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5,
-            class_names: Optional[Sequence[str]] = None) -> Prediction:
+def predict(
+    model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5, class_names: Optional[Sequence[str]] = None
+) -> Prediction:
     """Top-`topk` classes with their softmax probabilities for one clip or frames folder,
     named by `class_names` or else by the model's spec."""
     return _prediction(_forward(model, as_clip(model, clip_or_dir)), topk, model_spec(model), class_names)
 
 
-def explain(model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5,
-            class_names: Optional[Sequence[str]] = None) -> Explanation:
+def explain(
+    model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5, class_names: Optional[Sequence[str]] = None
+) -> Explanation:
     """ST-ABN's spatial and temporal attention for one clip, upsampled to it, with the
     overlay pictures the original draws."""
     clip = as_clip(model, clip_or_dir)
@@ -107,5 +110,11 @@ def explain(model: nn.Module, clip_or_dir: ClipOrDir, topk: int = 5,
     spatial = upsample_spatial(out.spatial_attention[0], s, w)
     temporal = out.temporal_attention[0].float().cpu().flatten().numpy()
     tiles = overlay_frames(frames, spatial, temporal)
-    return Explanation(spatial, temporal, frames, [Image.fromarray(t) for t in tiles],
-                       Image.fromarray(attention_grid(tiles)), _prediction(out, topk, spec, class_names))
+    return Explanation(
+        spatial,
+        temporal,
+        frames,
+        [Image.fromarray(t) for t in tiles],
+        Image.fromarray(attention_grid(tiles)),
+        _prediction(out, topk, spec, class_names),
+    )

@@ -1,4 +1,5 @@
 """Classification metrics that add up exactly across processes."""
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -19,7 +20,6 @@ def average_views(scores: Tensor, num_views: int, mode: str = "softmax") -> Tens
     elif mode != "logits":
         raise ValueError(f"unknown view averaging {mode!r}; use one of {VIEW_AVERAGES}")
     return scores.mean(dim=1)
-
 
 
 def ranked_classes(scores: Tensor, k: int) -> Tensor:
@@ -56,7 +56,7 @@ class ClassificationMeter:
         self.correct += torch.tensor([hits[k] for k in self.ks])
         pred = ranked[:, 0]
         flat = labels * self.num_classes + pred
-        self.confusion += torch.bincount(flat, minlength=self.num_classes ** 2).view_as(self.confusion)
+        self.confusion += torch.bincount(flat, minlength=self.num_classes**2).view_as(self.confusion)
         self.count += labels.numel()
 
     def all_reduce(self) -> None:
@@ -70,9 +70,9 @@ class ClassificationMeter:
             packed = packed.cuda()
         dist.all_reduce(packed)
         packed = packed.cpu()
-        n = self.num_classes ** 2
+        n = self.num_classes**2
         self.confusion = packed[:n].view(self.num_classes, self.num_classes).clone()
-        self.correct = packed[n: n + len(self.ks)].clone()
+        self.correct = packed[n : n + len(self.ks)].clone()
         self.count = int(packed[-1])
 
     def topk(self) -> Dict[int, float]:

@@ -1,4 +1,5 @@
 """The optimizer and the learning-rate schedule of a training run."""
+
 from __future__ import annotations
 
 import math
@@ -10,12 +11,25 @@ from torch import Tensor
 SCHEDULES = ("multistep", "cosine")
 
 
-def make_sgd(params: Iterable[Tensor], device: torch.device, lr: float, momentum: float,
-             weight_decay: float, nesterov: bool = False) -> torch.optim.SGD:
+def make_sgd(
+    params: Iterable[Tensor],
+    device: torch.device,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool = False,
+) -> torch.optim.SGD:
     """SGD with the whole update in one fused kernel on a GPU, multi-tensor ops on the CPU."""
     fused = device.type == "cuda"
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           nesterov=nesterov, foreach=None if fused else True, fused=fused or None)
+    return torch.optim.SGD(
+        params,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        foreach=None if fused else True,
+        fused=fused or None,
+    )
 
 
 def build_scheduler(

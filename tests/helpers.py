@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: where the repository and its fixtures are, how to launch
 the repository's commands in child processes, and the original's reference outputs."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,8 +24,11 @@ FIXTURES = Path(os.environ.get("STABN_FIXTURES", Path(__file__).resolve().parent
 def child_env(**extra: str) -> dict:
     """Environment for a launched job: none of torch.distributed's variables inherited, the
     repository importable, one thread per process."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_", "LOCAL_RANK", "TORCHELASTIC"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RANK", "WORLD_SIZE", "MASTER_", "LOCAL_RANK", "TORCHELASTIC"))
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -34,14 +38,29 @@ def child_env(**extra: str) -> dict:
 
 def torchrun(script: str, *args: str, nproc: int = 2, launcher_args: tuple = ()) -> List[str]:
     """The command line of `torchrun --standalone` running one of the repo's scripts."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            *launcher_args, str(REPO / script), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *launcher_args,
+        str(REPO / script),
+        *args,
+    ]
 
 
 def run_module(module: str, args: Sequence[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` from the repository root, its output captured as text."""
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=child_env(),
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 class CodePayload:
@@ -55,6 +74,7 @@ class CodePayload:
 
 
 # -- the original's reference outputs (fixtures/reference_*.json) ---------------------------
+
 
 def fill_rule(fixtures_dir: Path):
     spec = importlib.util.spec_from_file_location("fill_rule", fixtures_dir / "fill_rule.py")

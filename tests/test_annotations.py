@@ -36,15 +36,18 @@ def test_fixture_label_file(fixtures_dir):
     assert [(r.video_id, r.num_frames, r.label) for r in records] == [("101", 12, 5), ("202", 5, 17)]
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("101 12 5\n202 5\n", 2, "expected 'video_id num_frames class_id'"),
-    ("101 12 5 7\n", 1, "expected"),
-    ("101 twelve 5\n", 1, "num_frames 'twelve' is not an integer"),
-    ("\n101 12 x\n", 2, "class id 'x' is not an integer"),
-    ("101 0 5\n", 1, "num_frames 0 is below 1"),
-    ("101 12 174\n", 1, "class id 174 is outside [0, 174)"),
-    ("101 12 -1\n", 1, "class id -1 is outside"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("101 12 5\n202 5\n", 2, "expected 'video_id num_frames class_id'"),
+        ("101 12 5 7\n", 1, "expected"),
+        ("101 twelve 5\n", 1, "num_frames 'twelve' is not an integer"),
+        ("\n101 12 x\n", 2, "class id 'x' is not an integer"),
+        ("101 0 5\n", 1, "num_frames 0 is below 1"),
+        ("101 12 174\n", 1, "class id 174 is outside [0, 174)"),
+        ("101 12 -1\n", 1, "class id -1 is outside"),
+    ],
+)
 def test_errors_name_file_and_line(tmp_path, text, line, message):
     f = write(tmp_path / "bad.txt", text)
     with pytest.raises(DataError) as e:

@@ -11,6 +11,7 @@ builds the model once, then forks a fresh writer process per round; the test kil
 child with SIGKILL and the server reaps it before the file is checked. A second test does
 the same with plain `python writer.py` processes (no fork) for a few kills.
 """
+
 import os
 import queue
 import random
@@ -19,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -33,7 +33,7 @@ WIDTH = 16
 TARGET = "checkpoint-latest.pt"
 KILLS = 30
 
-WRITER = r'''
+WRITER = r"""
 import os, sys
 import torch
 torch.set_num_threads(1)  # no thread pools before fork()
@@ -82,7 +82,7 @@ if sys.argv[1] == "server":
 else:
     model, config = build()
     loop(sys.argv[1], model, config, int(sys.argv[2]))
-'''
+"""
 
 
 class Lines:
@@ -154,17 +154,31 @@ def fresh_model():
     return stabn.build_model(**ARCH, width=WIDTH)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_a_loadable_checkpoint(tmp_path, writer_script, fresh_model):
     # A new seed every run (more moments covered over time); printed to replay a failure.
     seed = int(os.environ.get("STABN_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     pid = None
-    server = subprocess.Popen([sys.executable, str(writer_script), "server"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    server = subprocess.Popen(
+        [sys.executable, str(writer_script), "server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     out = Lines(server)
     target = tmp_path / TARGET
-    stats = {"seed": seed, "kills": 0, "mid_save": 0, "partial_temp": 0, "before_first_save": 0,
-             "new_file_unreported": 0, "saves_reported": 0}
+    stats = {
+        "seed": seed,
+        "kills": 0,
+        "mid_save": 0,
+        "partial_temp": 0,
+        "before_first_save": 0,
+        "new_file_unreported": 0,
+        "saves_reported": 0,
+    }
     try:
         print(f"kill seed {seed} (STABN_KILL_SEED={seed} replays it)")
         out.expect("server ready", timeout=120)
@@ -268,6 +282,7 @@ def test_leftover_temp_files_do_not_disturb_later_saves(tmp_path, fresh_model):
     assert temp_files(tmp_path) == [junk]  # the successful save left nothing of its own
 
 
+@pytest.mark.slow
 def test_sigkill_of_plain_interpreter_writers(tmp_path, writer_script, fresh_model):
     """The same with ordinary `python writer.py` processes (no fork server), two at once."""
     rng = random.Random(99)
@@ -276,9 +291,13 @@ def test_sigkill_of_plain_interpreter_writers(tmp_path, writer_script, fresh_mod
         for i in range(2):
             folder = tmp_path / f"w{i}"
             folder.mkdir()
-            proc = subprocess.Popen([sys.executable, str(writer_script), str(folder / TARGET), "1"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=child_env())
+            proc = subprocess.Popen(
+                [sys.executable, str(writer_script), str(folder / TARGET), "1"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=child_env(),
+            )
             procs.append((proc, Lines(proc), folder))
         for proc, out, folder in procs:
             out.expect("writer", timeout=120)

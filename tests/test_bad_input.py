@@ -6,6 +6,7 @@ torch, so the `runs` fixture starts them all at once, a few at a time, and every
 result. `python -m stabn.bench` and `python -m stabn.data.synthetic` report errors themselves,
 without `run_cli`; they run in process here.
 """
+
 import concurrent.futures
 import os
 import random
@@ -19,17 +20,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from helpers import REPO
 from stabn.bench.__main__ import main as bench_main
 from stabn.checkpoint import read_checkpoint, read_state_dict
 from stabn.cli import stop_loader_workers
-from stabn.errors import error_message
 from stabn.config import load_config
-from stabn.data.synthetic import main as synthetic_main, make_synthetic_dataset
+from stabn.data.synthetic import main as synthetic_main
+from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.trainer import Trainer
-from stabn.errors import DataError
+from stabn.errors import DataError, error_message
 from stabn.models import build_model
-from helpers import REPO
 
 CONFIG = REPO / "configs" / "synthetic.yaml"
 TRUNCATED = ("000002", "000003.jpg")  # a training video and one of its frames
@@ -38,22 +39,48 @@ RANDOM_BYTES = ("000003", "000005.jpg")
 
 def tiny_overrides(data, logdir, workers=0):
     return [
-        f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
-        f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
-        f"data.class_names={data}/classes.txt", "data.frame_length=8", "data.frame_size=32",
-        f"data.num_workers={workers}", "data.flip=none", "train.epochs=1", "train.batch_size=2",
-        "train.warmup_epochs=0", "train.milestones=[1]", "eval.batch_size=2",
+        f"logdir={logdir}",
+        "model.width=4",
+        f"data.frames_root={data}/frames",
+        f"data.train_labels={data}/train.txt",
+        f"data.val_labels={data}/val.txt",
+        f"data.class_names={data}/classes.txt",
+        "data.frame_length=8",
+        "data.frame_size=32",
+        f"data.num_workers={workers}",
+        "data.flip=none",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.warmup_epochs=0",
+        "train.milestones=[1]",
+        "eval.batch_size=2",
     ]
 
 
 def train_cmd(data, logdir, *extra, workers=0):
-    return [sys.executable, str(REPO / "train_dp.py"), "--config", str(CONFIG),
-            *tiny_overrides(data, logdir, workers), *extra]
+    return [
+        sys.executable,
+        str(REPO / "train_dp.py"),
+        "--config",
+        str(CONFIG),
+        *tiny_overrides(data, logdir, workers),
+        *extra,
+    ]
 
 
 def eval_cmd(logdir, checkpoint, data, *extra):
-    return [sys.executable, str(REPO / "eval.py"), "--logdir", str(logdir), "--checkpoint", str(checkpoint),
-            f"data.frames_root={data}/frames", f"data.val_labels={data}/val.txt", "data.num_workers=0", *extra]
+    return [
+        sys.executable,
+        str(REPO / "eval.py"),
+        "--logdir",
+        str(logdir),
+        "--checkpoint",
+        str(checkpoint),
+        f"data.frames_root={data}/frames",
+        f"data.val_labels={data}/val.txt",
+        "data.num_workers=0",
+        *extra,
+    ]
 
 
 def frame(data, video_frame):
@@ -91,6 +118,7 @@ def data(tmp):
 @pytest.fixture(scope="module")
 def variants(tmp, data):
     """Copies of the data, each with one kind of damage."""
+
     def variant(name, damage):
         root = tmp / name
         shutil.copytree(data, root)
@@ -126,8 +154,11 @@ def existing(tmp, trained):
     its checkpoints, history and config before that."""
     logdir = tmp / "existing"
     shutil.copytree(trained, logdir)
-    return logdir, {p.name: p.read_bytes() for p in logdir.iterdir()
-                    if p.suffix == ".pt" or p.name in ("history.json", "config.yaml", "args.json")}
+    return logdir, {
+        p.name: p.read_bytes()
+        for p in logdir.iterdir()
+        if p.suffix == ".pt" or p.name in ("history.json", "config.yaml", "args.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -177,16 +208,21 @@ def error_line(proc):
 # -- label files --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_malformed_label_line_names_file_and_line(runs, variants):
     line = error_line(runs["malformed"])
     assert line.startswith(f"error: {variants['malformed'] / 'train.txt'}:2: ") and "'abc'" in line
 
 
+@pytest.mark.slow
 def test_class_id_out_of_range_names_file_and_line(runs, variants):
-    assert error_line(runs["class_range"]) == \
-        f"error: {variants['class_range'] / 'val.txt'}:2: class id 8 is outside [0, 8)"
+    assert (
+        error_line(runs["class_range"])
+        == f"error: {variants['class_range'] / 'val.txt'}:2: class id 8 is outside [0, 8)"
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_missing_frame_folder_is_named(runs, variants, workers):
     folder = variants["missing"] / "frames" / "000003"
@@ -196,29 +232,38 @@ def test_missing_frame_folder_is_named(runs, variants, workers):
 # -- frames -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,variant,where", [("truncated_0", "truncated", TRUNCATED),
-                                                ("random_1", "random", RANDOM_BYTES)])
+@pytest.mark.parametrize(
+    "name,variant,where", [("truncated_0", "truncated", TRUNCATED), ("random_1", "random", RANDOM_BYTES)]
+)
+@pytest.mark.slow
 def test_corrupt_jpeg_is_named(runs, variants, name, variant, where):
     line = error_line(runs[name])
     assert line.startswith(f"error: corrupt JPEG {frame(variants[variant], where)}: "), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_skip_corrupt_trains_and_logs_the_skipped_videos(runs, tmp, variants, workers):
     proc = runs[f"skip_{workers}"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     for where in (TRUNCATED, RANDOM_BYTES):
-        assert re.search(rf"skipped a video .*corrupt JPEG {re.escape(str(frame(variants['both'], where)))}",
-                         proc.stderr), proc.stderr[-3000:]
+        assert re.search(
+            rf"skipped a video .*corrupt JPEG {re.escape(str(frame(variants['both'], where)))}", proc.stderr
+        ), proc.stderr[-3000:]
     assert (tmp / f"r_skip_{workers}" / "checkpoint-final.pt").is_file()
 
 
+@pytest.mark.slow
 def test_frames_smaller_than_the_crop_name_the_folder(runs, data):
     line = error_line(runs["frame_size"])
-    assert re.fullmatch(rf"error: frames of {re.escape(str(data / 'frames'))}/\d{{6}} are 32x32, "
-                        r"smaller than the 64x64 crop", line), line
+    assert re.fullmatch(
+        rf"error: frames of {re.escape(str(data / 'frames'))}/\d{{6}} are 32x32, "
+        r"smaller than the 64x64 crop",
+        line,
+    ), line
 
 
+@pytest.mark.slow
 def test_failing_run_keeps_what_an_earlier_run_wrote(runs, existing):
     error_line(runs["truncated_0"])
     logdir, before = existing
@@ -230,18 +275,22 @@ def test_failing_run_keeps_what_an_earlier_run_wrote(runs, existing):
 # -- configs ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_yaml_syntax_error_through_train_dp(runs, tmp):
-    assert re.fullmatch(rf"error: {re.escape(str(tmp / 'bad.yaml'))}:\d+: YAML syntax error.*",
-                        error_line(runs["yaml_syntax"]))
+    assert re.fullmatch(
+        rf"error: {re.escape(str(tmp / 'bad.yaml'))}:\d+: YAML syntax error.*", error_line(runs["yaml_syntax"])
+    )
 
 
 # -- checkpoints --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eval_truncated_checkpoint(runs, tmp):
     assert error_line(runs["eval_half"]).startswith(f"error: {tmp / 'half.pt'}: not a PyTorch checkpoint")
 
 
+@pytest.mark.slow
 def test_eval_checkpoint_that_does_not_fit_names_the_first_key(runs, trained):
     ckpt = trained / "checkpoint-final.pt"
     state = read_state_dict(ckpt)
@@ -251,6 +300,7 @@ def test_eval_checkpoint_that_does_not_fit_names_the_first_key(runs, trained):
     assert line.startswith(f"error: {ckpt}: ") and f"'{first}'" in line, line
 
 
+@pytest.mark.slow
 def test_eval_frame_length_the_model_cannot_take(runs, trained):
     line = error_line(runs["eval_length"])
     assert line.startswith(f"error: {trained / 'checkpoint-final.pt'}: ") and "'fc_att_out.weight'" in line, line
@@ -261,9 +311,25 @@ def test_eval_frame_length_the_model_cannot_take(runs, trained):
 
 def test_bench_loader_names_the_corrupt_frame(variants, capsys):
     root = variants["truncated"]
-    code = bench_main(["loader", "--frames-root", str(root / "frames"), "--label-file", str(root / "train.txt"),
-                       "--frame-length", "8", "--frame-size", "32", "--mode", "eval", "--batch-size", "4",
-                       "--num-batches", "1"])
+    code = bench_main(
+        [
+            "loader",
+            "--frames-root",
+            str(root / "frames"),
+            "--label-file",
+            str(root / "train.txt"),
+            "--frame-length",
+            "8",
+            "--frame-size",
+            "32",
+            "--mode",
+            "eval",
+            "--batch-size",
+            "4",
+            "--num-batches",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: corrupt JPEG {frame(root, TRUNCATED)}: "), err
@@ -271,8 +337,22 @@ def test_bench_loader_names_the_corrupt_frame(variants, capsys):
 
 def test_synthetic_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
-    code = synthetic_main(["--out", str(tmp_path / "a_file"), "--num-train", "2", "--num-val", "0",
-                           "--frames", "4", "--size", "32", "--workers", "1"])
+    code = synthetic_main(
+        [
+            "--out",
+            str(tmp_path / "a_file"),
+            "--num-train",
+            "2",
+            "--num-val",
+            "0",
+            "--frames",
+            "4",
+            "--size",
+            "32",
+            "--workers",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: cannot write to {tmp_path / 'a_file'}"), err
@@ -304,8 +384,7 @@ def test_error_message_of_a_loader_worker_is_its_own():
     del it
     assert "Caught DataError in DataLoader worker process 0" in str(error)  # what torch makes of it
     assert error_message(error) == "corrupt JPEG /videos/0/000001.jpg: bad second line"
-    assert error_message(DataError("a.txt:3: class id 9 is outside [0, 8)")) == \
-        "a.txt:3: class id 9 is outside [0, 8)"
+    assert error_message(DataError("a.txt:3: class id 9 is outside [0, 8)")) == "a.txt:3: class id 9 is outside [0, 8)"
 
     # The workers ignore SIGTERM: only an orderly shutdown ends them, which run_cli does
     # through the frames of the error's traceback.

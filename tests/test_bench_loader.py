@@ -1,21 +1,34 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from helpers import run_module
 from stabn.bench.__main__ import main
 from stabn.bench.loader import make_frames
 from stabn.data import read_label_file
-from helpers import run_module
 
 KEYS = {"clips_per_s", "decode_clips_per_s", "ratio", "mode", "frame_length", "frame_size", "decoder"}
-TINY = ["--videos", "2", "--video-frames", "6", "--height", "40", "--width", "56", "--frame-length", "4",
-        "--frame-size", "32", "--batch-size", "2", "--num-batches", "2"]
+TINY = [
+    "--videos",
+    "2",
+    "--video-frames",
+    "6",
+    "--height",
+    "40",
+    "--width",
+    "56",
+    "--frame-length",
+    "4",
+    "--frame-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--num-batches",
+    "2",
+]
 
 
 def bench(*args):
@@ -30,6 +43,7 @@ def test_make_frames(tmp_path):
     assert frame.shape == (40, 56, 3) and frame.std() > 10  # textured, not flat
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     result = bench("loader", "--make-frames", str(tmp_path / "frames"), "--mode", "train", *TINY)
     assert result.returncode == 0, result.stderr
@@ -43,8 +57,12 @@ def test_cli_end_to_end(tmp_path):
 def test_eval_on_given_frames(tmp_path, capsys):
     make_frames(tmp_path, num_videos=2, num_frames=6, height=40, width=56)
     threads = torch.get_num_threads()
-    assert main(["loader", "--frames-root", str(tmp_path), "--mode", "eval", "--num-clips", "2",
-                 "--num-crops", "3", *TINY]) == 0
+    assert (
+        main(
+            ["loader", "--frames-root", str(tmp_path), "--mode", "eval", "--num-clips", "2", "--num-crops", "3", *TINY]
+        )
+        == 0
+    )
     assert torch.get_num_threads() == threads  # restored
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert KEYS <= report.keys()

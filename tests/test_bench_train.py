@@ -1,21 +1,52 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers import run_module
 from stabn import build_model
 from stabn.bench.__main__ import main
 from stabn.bench.train import peak_tflops
-from helpers import run_module
 
-TINY = ["--model", "abn_resnet18", "--width", "4", "--frame-length", "4", "--frame-size", "32",
-        "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
-KEYS = {"mode", "model", "frame_length", "frame_size", "batch_size", "width", "device", "amp", "channels_last",
-        "compile", "warmup_s", "clips_per_s", "step_ms", "peak_mem_mb", "peak_mem_kind", "forward_gflops", "mfu", "torch"}
+TINY = [
+    "--model",
+    "abn_resnet18",
+    "--width",
+    "4",
+    "--frame-length",
+    "4",
+    "--frame-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--device",
+    "cpu",
+]
+KEYS = {
+    "mode",
+    "model",
+    "frame_length",
+    "frame_size",
+    "batch_size",
+    "width",
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "warmup_s",
+    "clips_per_s",
+    "step_ms",
+    "peak_mem_mb",
+    "peak_mem_kind",
+    "forward_gflops",
+    "mfu",
+    "torch",
+}
 
 
 def bench(*args):
@@ -43,6 +74,7 @@ def check(report, mode):
     assert report["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_train_cpu():
     (report,) = bench("train", *TINY)
     check(report, "train")
@@ -50,16 +82,22 @@ def test_train_cpu():
     assert report["amp"] == "off" and report["channels_last"] is False and report["compile"] is False
 
 
+@pytest.mark.slow
 def test_infer_with_options():
     (report,) = bench("infer", *TINY, "--amp", "bf16", "--no-channels-last", "--threads", "1")
     check(report, "infer")
     assert report["amp"] == "bf16" and report["channels_last"] is False and report["threads"] == 1
 
 
+@pytest.mark.slow
 def test_compare():
     *runs, ratios = bench("train", *TINY, "--channels-last", "--compare")
     assert [(r["mode"], r["amp"], r["channels_last"]) for r in runs] == [
-        ("train", "off", False), ("train", "off", True), ("infer", "off", False), ("infer", "off", True)]
+        ("train", "off", False),
+        ("train", "off", True),
+        ("infer", "off", False),
+        ("infer", "off", True),
+    ]
     for r in runs:
         check(r, r["mode"])
     assert ratios["mode"] == "compare"
@@ -88,10 +126,12 @@ def test_cli_errors(capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_sweep():
     *runs, summary = bench("infer", *TINY, "--sweep")
     assert [(r["amp"], r["channels_last"], r["compile"]) for r in runs] == [
-        (amp, cl, False) for amp in ("off", "bf16", "fp16") for cl in (False, True)]
+        (amp, cl, False) for amp in ("off", "bf16", "fp16") for cl in (False, True)
+    ]
     for r in runs:
         check(r, "infer")
     assert summary["mode"] == "sweep" and summary["of"] == "infer"

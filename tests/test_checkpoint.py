@@ -5,17 +5,18 @@ import torch
 from torch import nn
 
 import stabn
+from helpers import CodePayload, fill_rule, load_reference, max_relative_error, reference_outputs, run_reference_input
 from stabn.checkpoint import read_checkpoint, save_checkpoint
 from stabn.errors import CheckpointError
 from stabn.fileio import atomic_write
 from stabn.models import ModelSpec, build_model, infer_architecture
-from helpers import (CodePayload, fill_rule, load_reference, max_relative_error, reference_outputs,
-                     run_reference_input)
 
 
 def filled_reference_model(fixtures_dir, name):
     ref = load_reference(fixtures_dir, name)
-    model = build_model(ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"])
+    model = build_model(
+        ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"]
+    )
     model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
     return model, ref
 
@@ -31,16 +32,20 @@ def save_like_the_original(model, path):
     optimizer.step()  # momentum buffers now exist
     scheduler.step()
     model.load_state_dict(weights)  # the reference outputs belong to the filled weights
-    torch.save({
-        "epoch": 3, "iteration": 120, "best_score": 0.25,
-        "model_state_dict": wrapped.state_dict(),
-        "optimizer_state_dict": optimizer.state_dict(),
-        "scheduler_state_dict": scheduler.state_dict(),
-    }, path)
+    torch.save(
+        {
+            "epoch": 3,
+            "iteration": 120,
+            "best_score": 0.25,
+            "model_state_dict": wrapped.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "scheduler_state_dict": scheduler.state_dict(),
+        },
+        path,
+    )
 
 
-@pytest.mark.parametrize("name", ["reference_abn_resnet18_t8_s64.json",
-                                  "reference_resnet18_t16_s112.json"])
+@pytest.mark.parametrize("name", ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112.json"])
 def test_original_dp_checkpoint_loads_without_hints_and_reproduces_outputs(fixtures_dir, tmp_path, name):
     model, ref = filled_reference_model(fixtures_dir, name)
     path = tmp_path / "checkpoint-best.pt"
@@ -62,9 +67,11 @@ def test_original_dp_checkpoint_loads_without_hints_and_reproduces_outputs(fixtu
 def test_other_forms_of_the_original_load(fixtures_dir, tmp_path, form):
     model, ref = filled_reference_model(fixtures_dir, "reference_abn_resnet18_t8_s64.json")
     sd = model.state_dict()
-    obj = {"bare": sd,
-           "ddp_bare": {f"module.{k}": v for k, v in sd.items()},
-           "state_dict_key": {"state_dict": sd, "epoch": 1}}[form]
+    obj = {
+        "bare": sd,
+        "ddp_bare": {f"module.{k}": v for k, v in sd.items()},
+        "state_dict_key": {"state_dict": sd, "epoch": 1},
+    }[form]
     torch.save(obj, tmp_path / "w.pth")
     loaded = stabn.load_pretrained(tmp_path / "w.pth")
     out = run_reference_input(loaded, ref, fixtures_dir)[0]
@@ -74,21 +81,34 @@ def test_other_forms_of_the_original_load(fixtures_dir, tmp_path, form):
 def test_our_checkpoint_describes_itself(tmp_path):
     torch.manual_seed(0)
     names = [f"class {i}" for i in range(9)]
-    model = build_model("abn_resnet34", num_classes=9, frame_length=6, frame_size=48, width=4,
-                        channel_order="rgb", class_names=names)
+    model = build_model(
+        "abn_resnet34", num_classes=9, frame_length=6, frame_size=48, width=4, channel_order="rgb", class_names=names
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [2])
-    save_checkpoint(tmp_path / "c.pt", model, model.spec.to_dict(), opt, sched, epoch=2, iteration=10,
-                    best_score=0.5)
+    save_checkpoint(tmp_path / "c.pt", model, model.spec.to_dict(), opt, sched, epoch=2, iteration=10, best_score=0.5)
 
     ckpt = read_checkpoint(tmp_path / "c.pt")
-    assert {"epoch", "iteration", "best_score", "model_state_dict", "optimizer_state_dict",
-            "scheduler_state_dict", "model_spec"} <= set(ckpt)
+    assert {
+        "epoch",
+        "iteration",
+        "best_score",
+        "model_state_dict",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        "model_spec",
+    } <= set(ckpt)
     assert ckpt["stabn_version"] == stabn.__version__
     assert ckpt["model_spec"] == {
-        "name": "abn_resnet34", "num_classes": 9, "frame_length": 6, "frame_size": 48,
-        "width": 4, "channel_order": "rgb", "mean": [123.675, 116.28, 103.53],
-        "std": [58.395, 57.12, 57.375], "class_names": names,
+        "name": "abn_resnet34",
+        "num_classes": 9,
+        "frame_length": 6,
+        "frame_size": 48,
+        "width": 4,
+        "channel_order": "rgb",
+        "mean": [123.675, 116.28, 103.53],
+        "std": [58.395, 57.12, 57.375],
+        "class_names": names,
     }
     loaded = stabn.load_pretrained(tmp_path / "c.pt")
     assert loaded.spec == model.spec
@@ -103,17 +123,34 @@ def test_checkpoint_of_the_earlier_format_loads(tmp_path):
     under `model` and no class names."""
     torch.manual_seed(0)
     model = build_model("abn_resnet18", num_classes=5, frame_length=4, frame_size=40, width=4)
-    torch.save({
-        "epoch": 2, "iteration": 8, "best_score": 0.5, "model_state_dict": model.state_dict(),
-        "optimizer_state_dict": None, "scheduler_state_dict": None,
-        "config": {"model": "abn_resnet18", "num_classes": 5, "frame_length": 4, "frame_size": 40,
-                   "width": 4, "channel_order": "rgb", "mean": [123.675, 116.28, 103.53],
-                   "std": [58.395, 57.12, 57.375], "version": "0.1.0"},
-        "run_config": {"logdir": "runs/x"}, "history": [],
-    }, tmp_path / "old.pt")
+    torch.save(
+        {
+            "epoch": 2,
+            "iteration": 8,
+            "best_score": 0.5,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": None,
+            "scheduler_state_dict": None,
+            "config": {
+                "model": "abn_resnet18",
+                "num_classes": 5,
+                "frame_length": 4,
+                "frame_size": 40,
+                "width": 4,
+                "channel_order": "rgb",
+                "mean": [123.675, 116.28, 103.53],
+                "std": [58.395, 57.12, 57.375],
+                "version": "0.1.0",
+            },
+            "run_config": {"logdir": "runs/x"},
+            "history": [],
+        },
+        tmp_path / "old.pt",
+    )
     loaded = stabn.load_pretrained(tmp_path / "old.pt")
-    assert loaded.spec == ModelSpec(name="abn_resnet18", num_classes=5, frame_length=4, frame_size=40, width=4,
-                                    channel_order="rgb")
+    assert loaded.spec == ModelSpec(
+        name="abn_resnet18", num_classes=5, frame_length=4, frame_size=40, width=4, channel_order="rgb"
+    )
     assert loaded.spec.mean == (123.675, 116.28, 103.53)
     x = torch.randn(1, 3, 4, 40, 40)
     with torch.no_grad():
@@ -131,7 +168,9 @@ def test_architecture_is_inferred_from_weights(name):
 
 
 def test_overrides_fill_in_what_the_file_cannot_say(tmp_path):
-    torch.save(build_model("resnet18", num_classes=4, frame_length=8, frame_size=32, width=4).state_dict(), tmp_path / "r.pth")
+    torch.save(
+        build_model("resnet18", num_classes=4, frame_length=8, frame_size=32, width=4).state_dict(), tmp_path / "r.pth"
+    )
     model = stabn.load_pretrained(tmp_path / "r.pth", frame_length=8, frame_size=32)
     assert model.spec.frame_length == 8 and model.frame_size == 32
     with pytest.raises(CheckpointError, match="unknown override"):
@@ -139,7 +178,10 @@ def test_overrides_fill_in_what_the_file_cannot_say(tmp_path):
 
 
 def test_checkpoint_that_does_not_fit_names_file_and_first_key(tmp_path):
-    torch.save(build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=32, width=4).state_dict(), tmp_path / "a.pth")
+    torch.save(
+        build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=32, width=4).state_dict(),
+        tmp_path / "a.pth",
+    )
     with pytest.raises(CheckpointError, match=r"a\.pth: does not fit the model: key 'fc\.weight' has shape \[10, 32\]"):
         stabn.load_pretrained(tmp_path / "a.pth", num_classes=12)
     with pytest.raises(CheckpointError, match=r"a\.pth: .*key 'conv1\.weight' has shape \[4, 3, 1, 7, 7\]"):
@@ -158,8 +200,6 @@ def test_file_that_is_not_a_checkpoint_is_named(tmp_path):
         stabn.load_pretrained(tmp_path / "meta.pt")
     with pytest.raises(CheckpointError, match=r"missing\.pt: no such checkpoint file"):
         stabn.load_pretrained(tmp_path / "missing.pt")
-
-
 
 
 def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):

@@ -5,9 +5,9 @@ import sys
 import pytest
 import yaml
 
+from helpers import REPO
 from stabn.config import Config, config_from_dict, load_config, save_config
 from stabn.errors import ConfigError
-from helpers import REPO
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -18,8 +18,10 @@ def write(tmp_path, text, name="c.yaml"):
 
 def test_yaml_then_dotted_overrides(tmp_path):
     path = write(tmp_path, "logdir: runs/a\nmodel:\n  name: abn_resnet18\n  width: 16\ntrain:\n  epochs: 5\n")
-    cfg = load_config(path, ["train.epochs=2", "train.lr=0.1", "train.milestones=[1, 2]",
-                             "train.resume=latest", "data.skip_corrupt=true"])
+    cfg = load_config(
+        path,
+        ["train.epochs=2", "train.lr=0.1", "train.milestones=[1, 2]", "train.resume=latest", "data.skip_corrupt=true"],
+    )
     assert (cfg.logdir, cfg.model.name, cfg.model.width) == ("runs/a", "abn_resnet18", 16)
     assert cfg.train.epochs == 2 and cfg.train.lr == 0.1 and cfg.train.milestones == [1, 2]
     assert cfg.train.resume == "latest" and cfg.data.skip_corrupt is True
@@ -41,17 +43,20 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.epochs=two", "'train.epochs' expects int, got 'two'"),
-    ("train.epochs=0", "'train.epochs' must be at least 1"),
-    ("data.padding=wrap", "'data.padding' must be one of first, last, loop"),
-    ("model.name=abn_resnet5", "did you mean 'abn_resnet50'"),
-    ("eval.num_crops=2", "'eval.num_crops' must be 1 or 3"),
-    ("train.nesterov=maybe", "'train.nesterov' expects bool"),
-    ("train", "is not of the form key=value"),
-    ("data.flip=diagonal", "'data.flip' must be one of horizontal, vertical, none, got 'diagonal'"),
-    ("data.hflip=maybe", "'data.hflip' expects bool, got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=two", "'train.epochs' expects int, got 'two'"),
+        ("train.epochs=0", "'train.epochs' must be at least 1"),
+        ("data.padding=wrap", "'data.padding' must be one of first, last, loop"),
+        ("model.name=abn_resnet5", "did you mean 'abn_resnet50'"),
+        ("eval.num_crops=2", "'eval.num_crops' must be 1 or 3"),
+        ("train.nesterov=maybe", "'train.nesterov' expects bool"),
+        ("train", "is not of the form key=value"),
+        ("data.flip=diagonal", "'data.flip' must be one of horizontal, vertical, none, got 'diagonal'"),
+        ("data.hflip=maybe", "'data.hflip' expects bool, got 'maybe'"),
+    ],
+)
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(None, [override])
@@ -74,8 +79,9 @@ def test_hflip_of_older_runs_reads_as_data_flip(tmp_path):
     assert load_config(None).data.flip == "horizontal"
 
 
-@pytest.mark.parametrize("name", ["ssv2/abn_resnet50.yaml", "ssv2/resnet50.yaml",
-                                  "ssv2/resnet101.yaml", "synthetic.yaml"])
+@pytest.mark.parametrize(
+    "name", ["ssv2/abn_resnet50.yaml", "ssv2/resnet50.yaml", "ssv2/resnet101.yaml", "synthetic.yaml"]
+)
 def test_shipped_configs_load(name):
     cfg = load_config(REPO / "configs" / name)
     assert isinstance(cfg, Config)
@@ -89,9 +95,11 @@ def test_ssv2_recipe_is_the_originals():
     assert (cfg.data.frame_length, cfg.data.frame_size, cfg.model.num_classes) == (32, 224, 174)
 
 
+@pytest.mark.slow
 def test_cli_config_error_is_one_line_exit_2(tmp_path):
     path = write(tmp_path, "train:\n  epochz: 2\n")
-    proc = subprocess.run([sys.executable, str(REPO / "train_dp.py"), "--config", str(path)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train_dp.py"), "--config", str(path)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {path}:2: unknown config key 'train.epochz'; did you mean 'train.epochs'?"

@@ -7,8 +7,17 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from stabn.data import (
-    ClipBatch, FrameClipDataset, SkippedItem, VideoRecord, collate_clips, eval_starts, load_clip, normalize_batch,
-    read_jpeg, BGR_MEAN, BGR_STD,
+    BGR_MEAN,
+    BGR_STD,
+    ClipBatch,
+    FrameClipDataset,
+    SkippedItem,
+    VideoRecord,
+    collate_clips,
+    eval_starts,
+    load_clip,
+    normalize_batch,
+    read_jpeg,
 )
 from stabn.errors import DataError
 
@@ -89,10 +98,19 @@ def test_the_configured_flip_reaches_the_training_clips(videos, flip):
     from stabn.config import load_config
     from stabn.data import make_dataset
 
-    cfg = load_config(None, [f"data.frames_root={videos}/frames", f"data.frame_length={T}",
-                             f"data.frame_size={S}", f"data.flip={flip}", "train.seed=7"])
-    ds = make_dataset(cfg.data, str(videos / "labels.txt"), "train", num_classes=cfg.model.num_classes,
-                      seed=cfg.train.seed)
+    cfg = load_config(
+        None,
+        [
+            f"data.frames_root={videos}/frames",
+            f"data.frame_length={T}",
+            f"data.frame_size={S}",
+            f"data.flip={flip}",
+            "train.seed=7",
+        ],
+    )
+    ds = make_dataset(
+        cfg.data, str(videos / "labels.txt"), "train", num_classes=cfg.model.num_classes, seed=cfg.train.seed
+    )
     seen = set()
     for epoch in range(12):
         ds.set_epoch(epoch)
@@ -100,9 +118,14 @@ def test_the_configured_flip_reaches_the_training_clips(videos, flip):
         left_right = bool(v[1, :, :, 0].mean() > v[1, :, :, -1].mean())  # green codes the column
         upside_down = bool(v[2, :, 0, :].mean() > v[2, :, -1, :].mean())  # blue codes the row
         seen.add((left_right, upside_down))
-    assert seen == {"horizontal": {(False, False), (True, False)},
-                    "vertical": {(False, False), (False, True)},
-                    "none": {(False, False)}}[flip]
+    assert (
+        seen
+        == {
+            "horizontal": {(False, False), (True, False)},
+            "vertical": {(False, False), (False, True)},
+            "none": {(False, False)},
+        }[flip]
+    )
 
 
 def test_clips_are_the_decoded_rgb_pixels(videos):
@@ -111,14 +134,14 @@ def test_clips_are_the_decoded_rgb_pixels(videos):
     for view, (start, (y, x)) in zip(views, [(s, (8, x)) for s in eval_starts(10, T, 2) for x in (0, 16, 32)]):
         for t in range(T):
             frame = read_jpeg(videos / "frames" / "10" / ("%06d.jpg" % (start + t + 1)))
-            assert torch.equal(view[:, t], frame[:, y:y + S, x:x + S])
+            assert torch.equal(view[:, t], frame[:, y : y + S, x : x + S])
     ds = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, mode="train", seed=3)
     for epoch in range(4):
         ds.set_epoch(epoch)
         clip, _, _ = ds[1]
         frames, (y, x), mirrored = decode_view(clip)
         for t, i in enumerate(frames):
-            crop = read_jpeg(videos / "frames" / "20" / ("%06d.jpg" % (i + 1)))[:, y:y + S, x:x + S]
+            crop = read_jpeg(videos / "frames" / "20" / ("%06d.jpg" % (i + 1)))[:, y : y + S, x : x + S]
             assert torch.equal(clip[:, t], crop.flip(-1) if mirrored else crop)
 
 
@@ -184,6 +207,15 @@ def test_getitems_reuses_its_buffer_only_once_released(videos):
     assert len(pickle.loads(pickle.dumps(ds))._spare) == 0
 
 
+def test_a_worker_hands_its_batch_over_in_shared_memory(videos):
+    from torch.utils.data import DataLoader
+
+    ds = FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, seed=4)
+    batch = next(iter(DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate_clips)))
+    assert batch.clips.is_shared()
+    assert torch.equal(batch.clips[0], ds[0][0]) and torch.equal(batch.clips[1], ds[1][0])
+
+
 def test_corrupt_frames(videos):
     frame = videos / "frames" / "20" / "000006.jpg"
     frame.write_bytes(frame.read_bytes()[:300])
@@ -209,8 +241,12 @@ def test_bad_videos_are_named(videos):
     make_video(root, "small", 4, height=24, width=64)
     make_video(root, "mixed", 2)
     Image.new("RGB", (60, 48)).save(root / "mixed" / "000003.jpg")
-    records = [VideoRecord("small", 4, 0, ""), VideoRecord("mixed", 3, 0, ""), VideoRecord("gone", 4, 0, ""),
-               VideoRecord("10", 11, 0, "")]
+    records = [
+        VideoRecord("small", 4, 0, ""),
+        VideoRecord("mixed", 3, 0, ""),
+        VideoRecord("gone", 4, 0, ""),
+        VideoRecord("10", 11, 0, ""),
+    ]
     ds = FrameClipDataset(records, root, T, S, mode="eval")
     with pytest.raises(DataError, match=r"frames of .*small are 24x64, smaller than the 32x32 crop"):
         ds[0]
@@ -223,8 +259,13 @@ def test_bad_videos_are_named(videos):
 
 
 def test_arguments_are_checked(videos):
-    for kwargs in ({"mode": "test"}, {"num_clips": 2}, {"mode": "eval", "num_crops": 2}, {"padding": "zero"},
-                   {"flip": "both"}):
+    for kwargs in (
+        {"mode": "test"},
+        {"num_clips": 2},
+        {"mode": "eval", "num_crops": 2},
+        {"padding": "zero"},
+        {"flip": "both"},
+    ):
         with pytest.raises(ValueError):
             FrameClipDataset(videos / "labels.txt", videos / "frames", T, S, **kwargs)
     with pytest.raises(TypeError):  # clips are RGB; normalize_batch puts them in the model's order
@@ -242,12 +283,19 @@ def test_load_clip_equals_the_original(fixtures_dir):
             samples = torch.tensor(clip["samples"], dtype=torch.float64)
             c, t, y, xx = samples[:, :4].long().unbind(1)
             assert (x[c, t, y, xx].double() - samples[:, 4]).abs().max() <= 0.07
-            torch.testing.assert_close(x.mean((2, 3)).double(), torch.tensor(clip["mean_ct"], dtype=torch.float64),
-                                       rtol=0, atol=1e-3)
-            torch.testing.assert_close(x.std((2, 3)).double(), torch.tensor(clip["std_ct"], dtype=torch.float64),
-                                       rtol=0, atol=1e-3)
-            rgb = load_clip(root / "frames" / clip["video_id"], expected["frame_length"], expected["frame_size"], n,
-                            channel_order="rgb")
+            torch.testing.assert_close(
+                x.mean((2, 3)).double(), torch.tensor(clip["mean_ct"], dtype=torch.float64), rtol=0, atol=1e-3
+            )
+            torch.testing.assert_close(
+                x.std((2, 3)).double(), torch.tensor(clip["std_ct"], dtype=torch.float64), rtol=0, atol=1e-3
+            )
+            rgb = load_clip(
+                root / "frames" / clip["video_id"],
+                expected["frame_length"],
+                expected["frame_size"],
+                n,
+                channel_order="rgb",
+            )
             assert torch.equal(rgb, x.flip(0))
 
 

@@ -1,4 +1,5 @@
 """eval.py end to end, and the evaluation routine against a hand computation."""
+
 import csv
 import json
 import subprocess
@@ -10,14 +11,15 @@ import yaml
 from PIL import Image
 from torch import nn
 
+import stabn
+from helpers import REPO, child_env, torchrun
 from stabn.config import load_config
-from stabn.data.synthetic import make_synthetic_dataset
+from stabn.data import ClipBatch, read_label_file
+from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.evaluate import evaluate
 from stabn.engine.trainer import Trainer
-from stabn.data import ClipBatch
 from stabn.models import ModelSpec
-from helpers import REPO, child_env, torchrun
 
 NUM_VAL = 5
 
@@ -27,25 +29,59 @@ def trained_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     make_synthetic_dataset(data, num_train=8, num_val=NUM_VAL, frames=12, size=40, seed=5, workers=1)
     logdir = tmp_path_factory.mktemp("run")
-    cfg = load_config(REPO / "configs/synthetic.yaml", [
-        f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
-        f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
-        f"data.class_names={data}/classes.txt", "data.frame_length=8", "data.frame_size=32",
-        "data.num_workers=0", "train.epochs=1", "train.batch_size=4", "eval.batch_size=2"])
+    cfg = load_config(
+        REPO / "configs/synthetic.yaml",
+        [
+            f"logdir={logdir}",
+            "model.width=4",
+            f"data.frames_root={data}/frames",
+            f"data.train_labels={data}/train.txt",
+            f"data.val_labels={data}/val.txt",
+            f"data.class_names={data}/classes.txt",
+            "data.frame_length=8",
+            "data.frame_size=32",
+            "data.num_workers=0",
+            "train.epochs=1",
+            "train.batch_size=4",
+            "eval.batch_size=2",
+        ],
+    )
     torch.set_num_threads(1)
     Trainer(cfg, DistContext()).fit()
     return logdir, data
 
 
+@pytest.mark.slow
+def test_a_trained_checkpoint_names_its_classes(trained_run):
+    """The class names of `data.class_names` travel in the checkpoint to `predict`."""
+    logdir, data = trained_run
+    model = stabn.load_pretrained(logdir / "checkpoint-best.pt")
+    assert model.spec.class_names == CLASS_NAMES
+    video = data / "frames" / read_label_file(data / "val.txt")[0].video_id
+    pred = stabn.predict(model, video, topk=3)
+    assert pred.names == [CLASS_NAMES[c] for c in pred.classes]
+
+
 def run_eval(*args, cwd):
-    return subprocess.run([sys.executable, str(REPO / "eval.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
+@pytest.mark.slow
 def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
     logdir, data = trained_run
-    proc = run_eval("--logdir", logdir, "eval.num_clips=2", "eval.num_crops=3", "eval.save_attention=true",
-                    "eval.explain_metrics=true", "eval.explain_steps=4", "eval.attention_gif=true", cwd=tmp_path)
+    proc = run_eval(
+        "--logdir",
+        logdir,
+        "eval.num_clips=2",
+        "eval.num_crops=3",
+        "eval.save_attention=true",
+        "eval.explain_metrics=true",
+        "eval.explain_steps=4",
+        "eval.attention_gif=true",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = logdir / "eval"
     results = json.loads((out / "results.json").read_text())
@@ -56,8 +92,14 @@ def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
     assert results["top-5_accuracy"]["per"] >= results["top-1_accuracy"]["per"]
     expl = results["explanation"]
     assert expl["videos"] == NUM_VAL
-    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
-                "pointing_game", "temporal_hit"):
+    for key in (
+        "deletion_auc",
+        "insertion_auc",
+        "random_deletion_auc",
+        "random_insertion_auc",
+        "pointing_game",
+        "temporal_hit",
+    ):
         assert 0.0 <= expl[key] <= 1.0, key
     assert expl["pointing_frames"] > 0
 
@@ -73,6 +115,7 @@ def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
     assert Image.open(pngs[0]).size == (8 * 32, 20 + 32)  # 8 frames in one row, bar above
 
 
+@pytest.mark.slow
 def test_eval_in_channels_last_predicts_the_same(trained_run, tmp_path):
     """The GPU's default layout, asked for on the CPU, through eval.py."""
     logdir, _ = trained_run
@@ -85,16 +128,30 @@ def test_eval_in_channels_last_predicts_the_same(trained_run, tmp_path):
     assert (a / "confusion.csv").read_text() == (b / "confusion.csv").read_text()
 
 
+@pytest.mark.slow
 def test_eval_reads_an_original_checkpoint_with_hints(trained_run, tmp_path):
     logdir, data = trained_run
     ckpt = torch.load(logdir / "checkpoint-final.pt", weights_only=True)
-    original = {"epoch": 1, "iteration": 2, "best_score": 0.0,
-                "model_state_dict": {f"module.{k}": v for k, v in ckpt["model_state_dict"].items()},
-                "optimizer_state_dict": ckpt["optimizer_state_dict"], "scheduler_state_dict": None}
+    original = {
+        "epoch": 1,
+        "iteration": 2,
+        "best_score": 0.0,
+        "model_state_dict": {f"module.{k}": v for k, v in ckpt["model_state_dict"].items()},
+        "optimizer_state_dict": ckpt["optimizer_state_dict"],
+        "scheduler_state_dict": None,
+    }
     torch.save(original, tmp_path / "original.pt")
-    proc = run_eval("--logdir", tmp_path / "orig_eval", "--checkpoint", tmp_path / "original.pt",
-                    f"data.frames_root={data}/frames", f"data.val_labels={data}/val.txt",
-                    "data.frame_size=32", "data.num_workers=0", cwd=tmp_path)
+    proc = run_eval(
+        "--logdir",
+        tmp_path / "orig_eval",
+        "--checkpoint",
+        tmp_path / "original.pt",
+        f"data.frames_root={data}/frames",
+        f"data.val_labels={data}/val.txt",
+        "data.frame_size=32",
+        "data.num_workers=0",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = json.loads((logdir / "eval" / "results.json").read_text()) if (logdir / "eval").exists() else None
     results = json.loads((tmp_path / "orig_eval" / "eval" / "results.json").read_text())
@@ -102,11 +159,15 @@ def test_eval_reads_an_original_checkpoint_with_hints(trained_run, tmp_path):
     assert ours is None or "top-1_accuracy" in ours
 
 
+@pytest.mark.slow
 def test_eval_bad_input_is_one_line(trained_run, tmp_path):
     logdir, _ = trained_run
     proc = run_eval("--logdir", logdir, "eval.num_clipz=2", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: command line: unknown config key 'eval.num_clipz'; did you mean 'eval.num_clips'?"
+    assert (
+        proc.stderr.strip()
+        == "error: command line: unknown config key 'eval.num_clipz'; did you mean 'eval.num_clips'?"
+    )
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     proc = run_eval("--logdir", logdir, "--checkpoint", tmp_path / "junk.pt", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
@@ -145,15 +206,24 @@ def test_evaluate_averages_views_like_the_hand_computation():
     assert result.att is None
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_eval_under_torchrun_counts_each_video_once(trained_run, tmp_path):
     logdir, _ = trained_run
-    proc = subprocess.run(torchrun("eval.py", "--logdir", str(logdir), "eval.num_clips=2", "eval.num_crops=3",
-                                   "eval.output=eval_ddp"),
-                          capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        torchrun("eval.py", "--logdir", str(logdir), "eval.num_clips=2", "eval.num_crops=3", "eval.output=eval_ddp"),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((logdir / "eval_ddp" / "results.json").read_text())
     assert ddp["num_videos"] == NUM_VAL and ddp["views_per_video"] == 6
-    single = run_eval("--logdir", logdir, "eval.num_clips=2", "eval.num_crops=3", "eval.output=eval_single", cwd=tmp_path)
+    single = run_eval(
+        "--logdir", logdir, "eval.num_clips=2", "eval.num_crops=3", "eval.output=eval_single", cwd=tmp_path
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     one = json.loads((logdir / "eval_single" / "results.json").read_text())
     assert ddp["top-1_accuracy"] == one["top-1_accuracy"] and ddp["top-5_accuracy"] == one["top-5_accuracy"]

@@ -1,11 +1,11 @@
 """Attention images and explanation metrics on constructed inputs whose answer is known."""
+
 import numpy as np
 import pytest
 import torch
 
 from stabn.data import denormalize, mean_std, normalize_batch
-from stabn.explain.metrics import (auc, deletion_insertion, pointing_game, saliency_volume,
-                                   temporal_hit)
+from stabn.explain.metrics import auc, deletion_insertion, pointing_game, saliency_volume, temporal_hit
 from stabn.explain.visualize import attention_image, jet, save_attention
 
 
@@ -24,12 +24,12 @@ def test_attention_image_layout():
     assert image.shape == (2 * tile_h, 8 * W, 3)  # rows of 8 frames, a 20 px bar above each
     for t in range(T):
         r, c = divmod(t, 8)
-        bar = image[r * tile_h:r * tile_h + 20, c * W:(c + 1) * W]
+        bar = image[r * tile_h : r * tile_h + 20, c * W : (c + 1) * W]
         assert (bar == jet(np.array(temporal.flatten()[t].item()))).all()
-        body = image[r * tile_h + 20:(r + 1) * tile_h, c * W:(c + 1) * W]
+        body = image[r * tile_h + 20 : (r + 1) * tile_h, c * W : (c + 1) * W]
         expected = np.round(0.6 * 200 + 0.4 * np.array([128, 0, 0]))
         assert (body == expected).all()
-    assert (image[tile_h:, 2 * W:] == 0).all()  # unused cells of the last row
+    assert (image[tile_h:, 2 * W :] == 0).all()  # unused cells of the last row
 
 
 @pytest.mark.parametrize("order", ["bgr", "rgb"])

@@ -22,8 +22,7 @@ def resnet_files(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("name,depth", [("abn_resnet50", 50), ("resnet50", 50),
-                                        ("abn_resnet18", 18), ("resnet18", 18)])
+@pytest.mark.parametrize("name,depth", [("abn_resnet50", 50), ("resnet50", 50), ("abn_resnet18", 18), ("resnet18", 18)])
 def test_every_inflated_kernel_is_the_2d_kernel_spread_over_time(resnet_files, name, depth):
     state_2d = torch.load(resnet_files[depth], weights_only=True)
     model = build_model(name, num_classes=10, frame_length=8, frame_size=64)

@@ -2,17 +2,18 @@ import math
 
 import torch
 
-from stabn.metrics import average_views
-from stabn.metrics import ClassificationMeter, topk_correct
+from stabn.metrics import ClassificationMeter, average_views, topk_correct
 
 
 def test_topk_on_constructed_scores():
-    scores = torch.tensor([
-        [0.1, 0.9, 0.0, 0.0, 0.0, 0.0],  # label 1: top-1 hit
-        [0.5, 0.1, 0.4, 0.0, 0.0, 0.0],  # label 2: second, top-5 hit only
-        [0.3, 0.2, 0.1, 0.05, 0.04, 0.6],  # label 3: fifth, top-5 hit only
-        [0.9, 0.02, 0.03, 0.01, 0.04, 0.0],  # label 5: sixth, miss
-    ])
+    scores = torch.tensor(
+        [
+            [0.1, 0.9, 0.0, 0.0, 0.0, 0.0],  # label 1: top-1 hit
+            [0.5, 0.1, 0.4, 0.0, 0.0, 0.0],  # label 2: second, top-5 hit only
+            [0.3, 0.2, 0.1, 0.05, 0.04, 0.6],  # label 3: fifth, top-5 hit only
+            [0.9, 0.02, 0.03, 0.01, 0.04, 0.0],  # label 5: sixth, miss
+        ]
+    )
     labels = torch.tensor([1, 2, 3, 5])
     assert topk_correct(scores, labels, (1, 5)) == {1: 1, 5: 3}
 
@@ -43,8 +44,7 @@ def test_class_without_samples_is_nan():
 
 def test_view_averaging_by_hand():
     # two videos x three views, two classes
-    logits = torch.tensor([[0.0, 10.0], [2.0, 0.0], [2.0, 0.0],
-                           [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    logits = torch.tensor([[0.0, 10.0], [2.0, 0.0], [2.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     e = math.e
     s0 = [(1 / (1 + e**10) + 2 * e**2 / (e**2 + 1)) / 3, (e**10 / (1 + e**10) + 2 / (e**2 + 1)) / 3]
     soft = average_views(logits, 3, "softmax")

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 import stabn
-from stabn.models import STABNOutput, build_model, to_channels_last_3d
-from helpers import (fill_rule, load_reference, max_relative_error, reference_outputs,
-                       run_reference_input)
+from helpers import fill_rule, load_reference, max_relative_error, reference_outputs, run_reference_input
+from stabn.models import ModelSpec, STABNOutput, build_model, model_spec, to_channels_last_3d
 
 REFERENCES = ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112.json"]
 
@@ -16,7 +15,9 @@ REFERENCES = ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112
 def test_state_dict_and_outputs_match_the_original(fixtures_dir, name, channels_last):
     """In the original's NCDHW layout and in channels_last_3d, the default fast path."""
     ref = load_reference(fixtures_dir, name)
-    model = build_model(ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"])
+    model = build_model(
+        ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"]
+    )
     model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
     if channels_last:
         to_channels_last_3d(model)
@@ -63,10 +64,60 @@ def test_namedtuple_positions_match_the_original_tuple():
     assert out_per is out.logits and temporal is out.temporal_attention
 
 
-def test_v2_names_build_the_v1_architecture():
-    a = build_model("abn_resnet50", num_classes=5, frame_length=4, frame_size=32, width=4).state_dict()
-    b = build_model("abn_resnet50_v2", num_classes=5, frame_length=4, frame_size=32, width=4).state_dict()
-    assert [(k, v.shape) for k, v in a.items()] == [(k, v.shape) for k, v in b.items()]
+def test_v2_names_build_the_v1_architecture(fixtures_dir):
+    """A v2 name takes the original's v1 weights and gives the original's v1 outputs."""
+    ref = load_reference(fixtures_dir, "reference_abn_resnet18_t8_s64.json")
+    model = build_model(
+        "abn_resnet18_v2",
+        num_classes=ref["num_classes"],
+        frame_length=ref["frame_length"],
+        frame_size=ref["frame_size"],
+    )
+    assert [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()] == ref[
+        "state_dict"
+    ]
+    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
+    for out, exp in zip(run_reference_input(model, ref, fixtures_dir), reference_outputs(ref)):
+        assert max_relative_error(out, exp) <= 1e-4
+    assert model.spec.name == "abn_resnet18_v2"
+    for depth in (18, 34, 50, 101, 152):
+        assert stabn.list_models(f"abn_resnet{depth}*") == [f"abn_resnet{depth}", f"abn_resnet{depth}_v2"]
+
+
+def test_list_models_filters_by_pattern():
+    assert stabn.list_models() == list(stabn.MODEL_NAMES)
+    assert stabn.list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert stabn.list_models("*50*") == ["resnet50", "abn_resnet50", "abn_resnet50_v2"]
+    assert stabn.list_models("vit*") == []
+
+
+def test_build_model_takes_keywords_after_the_name():
+    with pytest.raises(TypeError):
+        build_model("abn_resnet18", 5, 8)
+
+
+def test_build_model_sets_the_spec():
+    names = ["a", "b", "c"]
+    model = build_model(
+        "abn_resnet18", num_classes=3, frame_length=4, frame_size=32, width=4, channel_order="rgb", class_names=names
+    )
+    assert model.spec == ModelSpec(
+        name="abn_resnet18",
+        num_classes=3,
+        frame_length=4,
+        frame_size=32,
+        width=4,
+        channel_order="rgb",
+        mean=(123.675, 116.28, 103.53),
+        std=(58.395, 57.12, 57.375),
+        class_names=("a", "b", "c"),
+    )
+    assert model_spec(torch.nn.DataParallel(model)) is model.spec
+    assert [model.spec.class_name(i) for i in range(3)] == names
+    assert ModelSpec.from_dict(model.spec.to_dict()) == model.spec
+    assert model.spec.replace(channel_order="bgr").mean == (103.53, 116.28, 123.675)
+    with pytest.raises(ValueError, match="class_names has 2 names for 3 classes"):
+        build_model("resnet18", num_classes=3, frame_length=4, class_names=["a", "b"])
 
 
 def test_stabn_strides_space_only_and_the_baseline_strides_time():

@@ -1,4 +1,5 @@
 """Pre-emption, restarts, non-finite losses and unsafe resume files, with real processes."""
+
 import json
 import os
 import signal
@@ -9,12 +10,12 @@ import time
 import pytest
 import torch
 
+from helpers import REPO, CodePayload, child_env, torchrun
 from stabn.checkpoint import read_checkpoint
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.trainer import Trainer, TrainingError
-from helpers import REPO, CodePayload, child_env, torchrun
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,18 @@ def data(tmp_path_factory):
 
 def overrides(data, logdir, epochs=3, workers=0):
     return [
-        f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
-        f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
-        "data.frame_length=8", "data.frame_size=32", f"data.num_workers={workers}",
-        f"train.epochs={epochs}", "train.batch_size=2", "train.lr=0.01", "train.milestones=[2]",
+        f"logdir={logdir}",
+        "model.width=4",
+        f"data.frames_root={data}/frames",
+        f"data.train_labels={data}/train.txt",
+        f"data.val_labels={data}/val.txt",
+        "data.frame_length=8",
+        "data.frame_size=32",
+        f"data.num_workers={workers}",
+        f"train.epochs={epochs}",
+        "train.batch_size=2",
+        "train.lr=0.01",
+        "train.milestones=[2]",
         "eval.batch_size=4",
     ]
 
@@ -57,29 +66,51 @@ def final_state(logdir):
     return torch.load(logdir / "checkpoint-final.pt", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(train_cmd(*overrides(data, whole, workers=workers)), env=child_env(), check=True,
-                   capture_output=True, cwd=tmp_path, timeout=300)
+    subprocess.run(
+        train_cmd(*overrides(data, whole, workers=workers)),
+        env=child_env(),
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
 
-    log = tmp_path / "cut.log"
-    proc = start(train_cmd(*overrides(data, cut, workers=workers)), log, tmp_path)
-    wait_for(log, "epoch 1:")  # the first epoch is done; the second is under way
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    rest = log.read_text()
-    assert proc.returncode == 143, rest[-3000:]
-    assert "Traceback" not in rest
+    # SIGTERM after step 30: the 6th of the second epoch's 24.
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests" / "stop_at_step.py"),
+            "30",
+            "--config",
+            str(REPO / "configs/synthetic.yaml"),
+            *overrides(data, cut, workers=workers),
+        ],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
     ckpt = read_checkpoint(cut / "checkpoint-latest.pt")
-    partial = ckpt.get("partial_epoch")
-    assert ckpt["epoch"] in (1, 2)
-    assert partial is None or 0 < partial["step"] <= 24
+    assert ckpt["epoch"] == 1 and ckpt["iteration"] == 30
+    assert ckpt["partial_epoch"]["step"] == 6
 
-    resumed = subprocess.run(train_cmd(*overrides(data, cut, workers=workers), "--resume", "latest"),
-                             env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    resumed = subprocess.run(
+        train_cmd(*overrides(data, cut, workers=workers), "--resume", "latest"),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "at epoch 2, step 6" in resumed.stderr
     a, b = final_state(whole), final_state(cut)
     assert a["iteration"] == b["iteration"] == 3 * 24
     for key, value in a["model_state_dict"].items():
@@ -87,10 +118,17 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers)
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_worker_killed_under_torchrun_restarts_and_finishes(data, tmp_path):
     logdir = tmp_path / "run"
-    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"),
-                   *overrides(data, logdir, epochs=6), launcher_args=("--max-restarts=1",))
+    cmd = torchrun(
+        "train_ddp.py",
+        "--config",
+        str(REPO / "configs/synthetic.yaml"),
+        *overrides(data, logdir, epochs=6),
+        launcher_args=("--max-restarts=1",),
+    )
     log = tmp_path / "torchrun.log"
     proc = start(cmd, log, tmp_path)
     wait_for(log, "epoch 1:")
@@ -105,22 +143,32 @@ def test_worker_killed_under_torchrun_restarts_and_finishes(data, tmp_path):
     assert final["epoch"] == 6 and [h["epoch"] for h in final["history"]] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_epoch_and_iteration(data, tmp_path):
-    proc = subprocess.run(train_cmd(*overrides(data, tmp_path / "run", epochs=1), "train.lr=1e30"),
-                          env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        train_cmd(*overrides(data, tmp_path / "run", epochs=1), "train.lr=1e30"),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: loss is ") and "at epoch 1, iteration " in lines[-1]
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_non_finite_loss_keeps_the_last_good_checkpoint(data, tmp_path):
     logdir = tmp_path / "run"
     torch.set_num_threads(1)
     Trainer(load_config(REPO / "configs/synthetic.yaml", overrides(data, logdir, epochs=1)), DistContext()).fit()
     before = (logdir / "checkpoint-latest.pt").read_bytes()
-    trainer = Trainer(load_config(REPO / "configs/synthetic.yaml",
-                                  overrides(data, logdir, epochs=2) + ["train.resume=latest"]), DistContext())
+    trainer = Trainer(
+        load_config(REPO / "configs/synthetic.yaml", overrides(data, logdir, epochs=2) + ["train.resume=latest"]),
+        DistContext(),
+    )
     with torch.no_grad():
         trainer.model.fc.bias.fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"at epoch 2, iteration 1 \(global 25\)"):
@@ -129,18 +177,29 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(data, tmp_path):
     assert read_checkpoint(logdir / "checkpoint-latest.pt")["epoch"] == 1
 
 
-
-
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_that_carries_code(data, tmp_path):
     logdir = tmp_path / "run"
-    subprocess.run(train_cmd(*overrides(data, logdir, epochs=1)), env=child_env(), check=True,
-                   capture_output=True, cwd=tmp_path, timeout=300)
+    subprocess.run(
+        train_cmd(*overrides(data, logdir, epochs=1)),
+        env=child_env(),
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     ckpt = torch.load(logdir / "checkpoint-latest.pt", weights_only=True)
     marker = tmp_path / "pwned"
     ckpt["history"] = CodePayload(marker)
     torch.save(ckpt, tmp_path / "evil.pt")
-    proc = subprocess.run(train_cmd(*overrides(data, logdir, epochs=2), "--resume", str(tmp_path / "evil.pt")),
-                          env=child_env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(
+        train_cmd(*overrides(data, logdir, epochs=2), "--resume", str(tmp_path / "evil.pt")),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'evil.pt'}: refused to load")
     assert not marker.exists()

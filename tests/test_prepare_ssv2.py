@@ -1,7 +1,7 @@
 """SSv2 preparation on a handful of tiny synthetic .webm videos (needs the `prep` extra)."""
+
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,9 +11,9 @@ from PIL import Image
 
 av = pytest.importorskip("av", reason="PyAV (pip install -e .[prep]) is needed to make test videos")
 
+from helpers import run_module  # noqa: E402
 from stabn.data import prepare_ssv2 as prep  # noqa: E402
 from stabn.errors import DataError, StabnError  # noqa: E402
-from helpers import run_module  # noqa: E402
 
 W, H = 64, 48
 
@@ -47,8 +47,12 @@ def make_video(path: Path, n: int, codec: str = "libvpx") -> None:
 
 
 def entry(vid, template):
-    return {"id": vid, "label": template.replace("[", "").replace("]", ""), "template": template,
-            "placeholders": ["something"] * template.count("[")}
+    return {
+        "id": vid,
+        "label": template.replace("[", "").replace("]", ""),
+        "template": template,
+        "placeholders": ["something"] * template.count("["),
+    }
 
 
 def write_annos(anno: Path, train=TRAIN, val=VAL, test=TEST) -> None:
@@ -97,7 +101,8 @@ def test_frames_and_label_files(dataset):
     assert (out / "val_videofolder.txt").read_text() == "20 9 0\n"
     assert (out / "test_videofolder.txt").read_text() == "30 7\n"
     assert (out / "category.txt").read_text() == (
-        "Pushing something from left to right\nPutting something on something\nHolding something\n")
+        "Pushing something from left to right\nPutting something on something\nHolding something\n"
+    )
     assert not (out / "failed.txt").exists()
     assert sorted(os.listdir(out / "frames")) == sorted(N_FRAMES)  # no partial dirs left
 
@@ -127,10 +132,14 @@ def test_failed_videos_reported_and_others_continue(dataset, capsys):
     (videos / "12.webm").write_bytes(np.random.default_rng(0).bytes(4096))  # corrupt
     (videos / "13.webm").write_bytes(b"")  # empty file
     # "21" has no video file at all
-    write_annos(anno, train=TRAIN + [("12", "Holding [something]", 0), ("13", "Holding [something]", 0)],
-                val=VAL + [("21", "Holding [something]", 0)])
-    rc = prep.main(["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out),
-                    "--workers", "1", "--no-progress"])
+    write_annos(
+        anno,
+        train=TRAIN + [("12", "Holding [something]", 0), ("13", "Holding [something]", 0)],
+        val=VAL + [("21", "Holding [something]", 0)],
+    )
+    rc = prep.main(
+        ["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out), "--workers", "1", "--no-progress"]
+    )
     assert rc == 1
     printed = capsys.readouterr().out
     assert "failed: 3" in printed and "12, 13, 21" in printed
@@ -208,8 +217,9 @@ def test_bad_input_exits_2(dataset, capsys, breakage):
     else:
         videos = videos.parent / "nowhere"
         expect = "video directory not found"
-    rc = prep.main(["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out),
-                    "--workers", "1", "--no-progress"])
+    rc = prep.main(
+        ["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out), "--workers", "1", "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and expect in err
@@ -225,6 +235,7 @@ def cli(*args):
     return run_module("stabn.data.prepare_ssv2", args, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_malformed_json_one_line_error(dataset):
     videos, anno, out = dataset
     (anno / prep.SPLIT_FILES["val"]).write_text('[{"id": "20", ')
@@ -236,6 +247,7 @@ def test_cli_malformed_json_one_line_error(dataset):
     assert prep.SPLIT_FILES["val"] in lines[0]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_parallel(dataset):
     videos, anno, out = dataset
     p = cli("--video-dir", videos, "--anno-dir", anno, "--out-dir", out, "--workers", 2, "--quality", 90)

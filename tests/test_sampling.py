@@ -12,22 +12,28 @@ def test_train_start_is_uniform_over_valid_starts():
     assert train_start(5, 8, rng) == 0  # shorter than the clip
 
 
-@pytest.mark.parametrize("n, t, k, expected", [
-    (12, 8, 1, [2]),  # tick 5: int(2.5)
-    (48, 32, 2, [4, 12]),  # tick 8.5: int(4.25), int(12.75)
-    (100, 32, 3, [11, 34, 57]),  # tick 23
-    (32, 32, 2, [0, 0]),  # tick 0.5: int(0.25), int(0.75)
-    (5, 8, 2, [0, 0]),  # shorter than the clip
-])
+@pytest.mark.parametrize(
+    "n, t, k, expected",
+    [
+        (12, 8, 1, [2]),  # tick 5: int(2.5)
+        (48, 32, 2, [4, 12]),  # tick 8.5: int(4.25), int(12.75)
+        (100, 32, 3, [11, 34, 57]),  # tick 23
+        (32, 32, 2, [0, 0]),  # tick 0.5: int(0.25), int(0.75)
+        (5, 8, 2, [0, 0]),  # shorter than the clip
+    ],
+)
 def test_eval_starts(n, t, k, expected):
     assert eval_starts(n, t, k) == expected
 
 
-@pytest.mark.parametrize("padding, expected", [
-    ("first", [0, 1, 2, 3, 4, 0, 0, 0]),
-    ("last", [0, 1, 2, 3, 4, 4, 4, 4]),
-    ("loop", [0, 1, 2, 3, 4, 0, 1, 2]),
-])
+@pytest.mark.parametrize(
+    "padding, expected",
+    [
+        ("first", [0, 1, 2, 3, 4, 0, 0, 0]),
+        ("last", [0, 1, 2, 3, 4, 4, 4, 4]),
+        ("loop", [0, 1, 2, 3, 4, 0, 1, 2]),
+    ],
+)
 def test_padding_of_short_videos(padding, expected):
     assert clip_indices(0, 5, 8, padding) == expected
 
@@ -53,7 +59,7 @@ def test_frame_paths_are_numbered_from_one():
 
 
 def test_sample_rng_depends_on_seed_epoch_index_only():
-    draw = lambda *key: sample_rng(*key).integers(0, 2 ** 31, 4).tolist()  # noqa: E731
+    draw = lambda *key: sample_rng(*key).integers(0, 2**31, 4).tolist()  # noqa: E731
     assert draw(1, 2, 3) == draw(1, 2, 3)
     assert len({str(draw(*key)) for key in [(1, 2, 3), (1, 2, 4), (1, 3, 3), (2, 2, 3)]}) == 4
     with pytest.raises(ValueError):

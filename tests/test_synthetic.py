@@ -1,17 +1,17 @@
 """The synthetic SSv2-layout dataset: layout, determinism, ground truth and the CLI."""
+
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import run_module
 from stabn.data import synthetic
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.errors import DataError
-from helpers import run_module
 
 ARGS = dict(num_train=16, num_val=8, frames=8, size=48, seed=3)
 
@@ -88,7 +88,7 @@ def test_deterministic_and_independent_of_workers(dataset, tmp_path):
 
 
 def test_boxes_null_exactly_when_invisible(dataset):
-    for vid, g in _truth(dataset).items():
+    for _vid, g in _truth(dataset).items():
         first, last = g["event"]
         hidden = [t for t, box in enumerate(g["boxes"]) if box is None]
         if g["label"] == synthetic.APPEARING:
@@ -104,25 +104,31 @@ def _centres(g: dict) -> np.ndarray:
     return np.array([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0]] for b in g["boxes"]])
 
 
-@pytest.mark.parametrize("label, coord, sign", [
-    (synthetic.LEFT_TO_RIGHT, 0, 1), (synthetic.RIGHT_TO_LEFT, 0, -1),
-    (synthetic.TOP_TO_BOTTOM, 1, 1), (synthetic.BOTTOM_TO_TOP, 1, -1),
-    (synthetic.APPROACHING, 2, 1), (synthetic.RECEDING, 2, -1),
-])
+@pytest.mark.parametrize(
+    "label, coord, sign",
+    [
+        (synthetic.LEFT_TO_RIGHT, 0, 1),
+        (synthetic.RIGHT_TO_LEFT, 0, -1),
+        (synthetic.TOP_TO_BOTTOM, 1, 1),
+        (synthetic.BOTTOM_TO_TOP, 1, -1),
+        (synthetic.APPROACHING, 2, 1),
+        (synthetic.RECEDING, 2, -1),
+    ],
+)
 def test_classes_differ_in_direction(dataset, label, coord, sign):
     videos = _by_label(_truth(dataset), label)
     assert videos
-    for vid, g in videos:
+    for _vid, g in videos:
         first, last = g["event"]
         track = _centres(g)
         moving = track[:, coord]
         # Changes frame to frame exactly inside the event, in the class's direction ...
-        steps = np.diff(moving[first - 1:last])
+        steps = np.diff(moving[first - 1 : last])
         assert np.all(sign * steps > 0)
         # ... and covers a good part of the frame (or doubles in size) ...
         assert sign * (moving[-1] - moving[0]) > (0.4 * ARGS["size"] if coord < 2 else 0.6 * moving.min())
         # ... while everything else stays put.
-        assert np.ptp(moving[:first]) < 0.02 and np.ptp(moving[last - 1:]) < 0.02
+        assert np.ptp(moving[:first]) < 0.02 and np.ptp(moving[last - 1 :]) < 0.02
         for other in {0, 1, 2} - {coord}:
             assert np.ptp(track[:, other]) < 0.02
 
@@ -158,14 +164,23 @@ def test_render_matches_ground_truth_box():
     for t, box in enumerate(boxes):
         x0, y0, x1, y1 = box
         cy = int((y0 + y1) / 2)
-        inner = video[t, cy - 2:cy + 3, int(x0) + 3:int(x1) - 3]  # row through the centre
+        inner = video[t, cy - 2 : cy + 3, int(x0) + 3 : int(x1) - 3]  # row through the centre
         assert inner.size and np.ptp(inner.astype(int), axis=-1).max() > 100
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(size=31), dict(frames=3), dict(num_train=-1), dict(num_val=-5),
-    dict(num_train=0, num_val=0), dict(workers=0), dict(seed=-1), dict(size=48.0),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(size=31),
+        dict(frames=3),
+        dict(num_train=-1),
+        dict(num_val=-5),
+        dict(num_train=0, num_val=0),
+        dict(workers=0),
+        dict(seed=-1),
+        dict(size=48.0),
+    ],
+)
 def test_bad_arguments_raise_data_error(tmp_path, kwargs):
     with pytest.raises(DataError):
         make_synthetic_dataset(tmp_path / "x", **{**ARGS, **kwargs})
@@ -176,10 +191,25 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return run_module("stabn.data.synthetic", args, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_writes_dataset(tmp_path):
     out = tmp_path / "cli"
-    proc = _cli("--out", str(out), "--num-train", "8", "--num-val", "8", "--frames", "4",
-                "--size", "32", "--seed", "1", "--workers", "2")
+    proc = _cli(
+        "--out",
+        str(out),
+        "--num-train",
+        "8",
+        "--num-val",
+        "8",
+        "--frames",
+        "4",
+        "--size",
+        "32",
+        "--seed",
+        "1",
+        "--workers",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "16" in lines[0]
@@ -190,6 +220,7 @@ def test_cli_writes_dataset(tmp_path):
 
 # One value the function rejects (DataError) and one argparse rejects; each costs a
 # subprocess start, so keep the list short.
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [["--size", "16"], ["--frames", "x"]])
 def test_cli_bad_argument_one_line_exit_2(tmp_path, bad):
     proc = _cli("--out", str(tmp_path / "bad"), *bad)

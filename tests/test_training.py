@@ -1,4 +1,5 @@
 """The training loop for real: torchrun with two Gloo processes, resume, exact counting."""
+
 import json
 import subprocess
 
@@ -6,12 +7,12 @@ import pytest
 import torch
 import yaml
 
+from helpers import REPO, child_env, torchrun
 from stabn.config import load_config
+from stabn.data import make_dataset
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
-from stabn.data import make_dataset
 from stabn.engine.trainer import Trainer
-from helpers import REPO, child_env, torchrun
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly
 
@@ -25,12 +26,25 @@ def tiny_data(tmp_path_factory):
 
 def tiny_overrides(data, logdir, epochs=2):
     return [
-        f"logdir={logdir}", "model.name=abn_resnet18", "model.num_classes=8", "model.width=4",
-        f"data.frames_root={data}/frames", f"data.train_labels={data}/train.txt",
-        f"data.val_labels={data}/val.txt", f"data.class_names={data}/classes.txt",
-        "data.frame_length=8", "data.frame_size=32", "data.num_workers=0", "data.flip=none",
-        f"train.epochs={epochs}", "train.batch_size=2", "train.lr=0.01", "train.milestones=[1]",
-        "train.save_every=1", "train.log_every=1", "eval.batch_size=2",
+        f"logdir={logdir}",
+        "model.name=abn_resnet18",
+        "model.num_classes=8",
+        "model.width=4",
+        f"data.frames_root={data}/frames",
+        f"data.train_labels={data}/train.txt",
+        f"data.val_labels={data}/val.txt",
+        f"data.class_names={data}/classes.txt",
+        "data.frame_length=8",
+        "data.frame_size=32",
+        "data.num_workers=0",
+        "data.flip=none",
+        f"train.epochs={epochs}",
+        "train.batch_size=2",
+        "train.lr=0.01",
+        "train.milestones=[1]",
+        "train.save_every=1",
+        "train.log_every=1",
+        "eval.batch_size=2",
     ]
 
 
@@ -40,15 +54,24 @@ def test_shard_sampler_sees_every_index_once():
     assert list(ShardSampler(1, 1, 2)) == []
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_torchrun_two_processes(tiny_data, tmp_path):
     logdir = tmp_path / "run"
-    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"),
-                   *tiny_overrides(tiny_data, logdir))
+    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"), *tiny_overrides(tiny_data, logdir))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for name in ("checkpoint-best.pt", "checkpoint-0001.pt", "checkpoint-0002.pt",
-                 "checkpoint-latest.pt", "checkpoint-final.pt", "config.yaml", "args.json", "history.json"):
+    for name in (
+        "checkpoint-best.pt",
+        "checkpoint-0001.pt",
+        "checkpoint-0002.pt",
+        "checkpoint-latest.pt",
+        "checkpoint-final.pt",
+        "config.yaml",
+        "args.json",
+        "history.json",
+    ):
         assert (logdir / name).is_file(), name
     saved = yaml.safe_load((logdir / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 2 and saved["model"]["width"] == 4
@@ -60,15 +83,24 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
         # every validation video counted exactly once across the two ranks
         assert h["val"]["num_videos"] == NUM_VAL
         assert h["val"]["top-1_accuracy"]["per"] * NUM_VAL == pytest.approx(
-            round(h["val"]["top-1_accuracy"]["per"] * NUM_VAL))
+            round(h["val"]["top-1_accuracy"]["per"] * NUM_VAL)
+        )
         assert set(h["val"]["top-1_accuracy"]) == {"per", "att"}
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(logdir)).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"loss/all", "loss/per", "loss/att", "accuracy/per", "accuracy/att", "lr",
-            "speed/clips_per_s", "speed/data_wait_fraction"} <= tags
+    assert {
+        "loss/all",
+        "loss/per",
+        "loss/att",
+        "accuracy/per",
+        "accuracy/att",
+        "lr",
+        "speed/clips_per_s",
+        "speed/data_wait_fraction",
+    } <= tags
     # 12 videos, 2 ranks x batch 2 -> 3 iterations per epoch
     assert [e.step for e in events.Scalars("loss/all")] == [1, 2, 3, 4, 5, 6]
 
@@ -84,6 +116,7 @@ def train_in_process(overrides):
     return Trainer(cfg, DistContext()).fit()
 
 
+@pytest.mark.slow
 def test_resumed_run_is_bit_identical(tiny_data, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     train_in_process(tiny_overrides(tiny_data, a, epochs=2))
@@ -104,10 +137,11 @@ def test_resumed_run_is_bit_identical(tiny_data, tmp_path):
 
 def test_different_epochs_see_different_data(tiny_data):
     # shorter clips and smaller crops than the videos, so start and crop are drawn
-    cfg = load_config(REPO / "configs/synthetic.yaml", tiny_overrides(tiny_data, "unused") + [
-        "data.frame_length=4", "data.frame_size=24"])
-    ds = make_dataset(cfg.data, cfg.data.train_labels, "train", num_classes=cfg.model.num_classes,
-                      seed=cfg.train.seed)
+    cfg = load_config(
+        REPO / "configs/synthetic.yaml",
+        tiny_overrides(tiny_data, "unused") + ["data.frame_length=4", "data.frame_size=24"],
+    )
+    ds = make_dataset(cfg.data, cfg.data.train_labels, "train", num_classes=cfg.model.num_classes, seed=cfg.train.seed)
     ds.set_epoch(0)
     first = [ds[i][0] for i in range(4)]
     ds.set_epoch(0)
@@ -116,14 +150,22 @@ def test_different_epochs_see_different_data(tiny_data):
     assert not all(torch.equal(x, ds[i][0]) for i, x in enumerate(first))
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_torchrun_skips_a_corrupt_video_without_hanging(tmp_path):
     data = tmp_path / "data"
     make_synthetic_dataset(data, num_train=6, num_val=2, frames=8, size=32, seed=4, workers=1)
     first = sorted((data / "frames" / "000002").glob("*.jpg"))[0]
     first.write_bytes(first.read_bytes()[:100])  # truncated: that video cannot be read
     # batch 1 per rank: the rank that draws the broken video has nothing to train on that step
-    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"),
-                   *tiny_overrides(data, tmp_path / "run", epochs=1), "train.batch_size=1", "data.skip_corrupt=true")
+    cmd = torchrun(
+        "train_ddp.py",
+        "--config",
+        str(REPO / "configs/synthetic.yaml"),
+        *tiny_overrides(data, tmp_path / "run", epochs=1),
+        "train.batch_size=1",
+        "data.skip_corrupt=true",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped a video" in proc.stderr and "000002" in proc.stderr
@@ -151,13 +193,15 @@ def plain_run(tiny_data, tmp_path_factory):
     return logdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["train.channels_last=true", "train.compile=true"])
 def test_fast_path_options_train_to_the_same_weights(tiny_data, plain_run, tmp_path, option):
     """The GPU's channels_last_3d layout (ST-ABN has a Conv2d among its Conv3d layers) and
     torch.compile, run on the CPU: the weights after an epoch equal plain fp32 NCDHW eager
     training's up to rounding, and the checkpoint keys are the model's own."""
-    cfg = load_config(REPO / "configs/synthetic.yaml",
-                      tiny_overrides(tiny_data, tmp_path / "fast", epochs=1) + NO_DROPOUT + [option])
+    cfg = load_config(
+        REPO / "configs/synthetic.yaml", tiny_overrides(tiny_data, tmp_path / "fast", epochs=1) + NO_DROPOUT + [option]
+    )
     trainer = Trainer(cfg, DistContext())
     if option == "train.channels_last=true":
         assert trainer.model.conv1.weight.is_contiguous(memory_format=torch.channels_last_3d)
@@ -170,6 +214,7 @@ def test_fast_path_options_train_to_the_same_weights(tiny_data, plain_run, tmp_p
         torch.testing.assert_close(fast[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_training(tiny_data, plain_run, tmp_path, amp):
     """The GPU's autocast path (fp16 through a GradScaler), run on the CPU: the first step,

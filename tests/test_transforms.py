@@ -5,8 +5,18 @@ from PIL import Image
 
 import stabn.data.transforms as transforms
 from stabn.data import (
-    BGR_MEAN, BGR_STD, JitterConfig, center_crop_offset, crop_offsets, draw_jitter_params, jitter_affine, mean_std,
-    normalize_batch, orient_crops, read_jpeg, reference_normalize_clip,
+    BGR_MEAN,
+    BGR_STD,
+    JitterConfig,
+    center_crop_offset,
+    crop_offsets,
+    draw_jitter_params,
+    jitter_affine,
+    mean_std,
+    normalize_batch,
+    orient_crops,
+    read_jpeg,
+    reference_normalize_clip,
 )
 from stabn.errors import DataError
 
@@ -21,6 +31,7 @@ def random_clips(shape, seed=0, channels_last=True):
 
 
 # --- crops, flips -----------------------------------------------------------------------------
+
 
 def test_centre_crop_matches_the_original():
     assert center_crop_offset(240, 320, 224) == (8, 48)
@@ -53,6 +64,7 @@ def test_orient_crops(flip):
 
 # --- normalisation and jitter ------------------------------------------------------------------
 
+
 def test_mean_std_orders():
     assert mean_std("bgr") == (BGR_MEAN, BGR_STD)
     assert mean_std("rgb") == (BGR_MEAN[::-1], BGR_STD[::-1])
@@ -69,8 +81,9 @@ def test_normalize_without_jitter(order, channels_last):
     expected = (ordered.double() - torch.tensor(mean).view(3, 1, 1, 1)) / torch.tensor(std).view(3, 1, 1, 1)
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-5)
     for i in range(2):
-        torch.testing.assert_close(y[i], reference_normalize_clip(x[i], mean, std, channel_order=order),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            y[i], reference_normalize_clip(x[i], mean, std, channel_order=order), rtol=0, atol=1e-5
+        )
     if order == "bgr":
         torch.testing.assert_close(y, normalize_batch(x, BGR_MEAN, BGR_STD), rtol=0, atol=0)  # the default
 
@@ -173,6 +186,7 @@ def test_affine_of_single_steps():
 
 
 # --- decoding ----------------------------------------------------------------------------------
+
 
 def test_decoders_agree_on_the_fixture(fixtures_dir):
     path = fixtures_dir / "preprocess" / "frames" / "101" / "000001.jpg"

@@ -1,4 +1,5 @@
 """Benchmarks, run as ``python -m stabn.bench <name>``; see ``--help``."""
+
 from __future__ import annotations
 
 import contextlib

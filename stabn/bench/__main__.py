@@ -1,4 +1,5 @@
 """``python -m stabn.bench <benchmark> [options]``: one subcommand per benchmark."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,15 @@ from . import loader, train
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stabn.bench", description=__doc__)
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    loader_parser = subparsers.add_parser("loader", help="data path throughput against decoding alone",
-                                          description=loader.__doc__)
+    loader_parser = subparsers.add_parser(
+        "loader", help="data path throughput against decoding alone", description=loader.__doc__
+    )
     loader.add_arguments(loader_parser)
     loader_parser.set_defaults(run=loader.main)
-    for mode, summary in (("train", "training-step throughput, peak memory and MFU of a model"),
-                          ("infer", "inference throughput, peak memory and MFU of a model")):
+    for mode, summary in (
+        ("train", "training-step throughput, peak memory and MFU of a model"),
+        ("infer", "inference throughput, peak memory and MFU of a model"),
+    ):
         mode_parser = subparsers.add_parser(mode, help=summary, description=train.__doc__)
         train.add_arguments(mode_parser)
         mode_parser.set_defaults(run=functools.partial(train.main, mode=mode))

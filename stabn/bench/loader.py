@@ -6,6 +6,7 @@ The full path is what a step asks of the CPU when everything runs in-process (nu
 timed in the same run, batch by batch in alternating order, so that the ratio of the two stays
 fair on a busy machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,10 @@ def _noise(rng: np.random.Generator, height: int, width: int, exponent: float) -
     """Three channels of 1/f^exponent noise, zero mean and unit std: [H, W, 3]."""
     fy = np.fft.fftfreq(height)[:, None]
     fx = np.fft.rfftfreq(width)[None, :]
-    f = np.sqrt(fy ** 2 + fx ** 2)
+    f = np.sqrt(fy**2 + fx**2)
     f[0, 0] = 1.0
     spectrum = rng.normal(size=(3,) + f.shape) + 1j * rng.normal(size=(3,) + f.shape)
-    x = np.fft.irfft2(spectrum / f ** exponent, s=(height, width)).transpose(1, 2, 0)
+    x = np.fft.irfft2(spectrum / f**exponent, s=(height, width)).transpose(1, 2, 0)
     return (x - x.mean()) / x.std()
 
 
@@ -58,8 +59,9 @@ def _scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) + 2 * _noise(rng, height, width, 0.3)
 
 
-def make_frames(root: PathLike, num_videos: int = 8, num_frames: int = 48, height: int = 240,
-                width: int = 427, seed: int = 0) -> str:
+def make_frames(
+    root: PathLike, num_videos: int = 8, num_frames: int = 48, height: int = 240, width: int = 427, seed: int = 0
+) -> str:
     """Write `num_videos` videos of `num_frames` JPEG frames (quality 90, about 28 KB at
     240x427, like SSv2 frames) as ``root/<id>/%06d.jpg`` and ``root/labels.txt`` in the SSv2
     format; return the label file's path. A camera pans over a textured scene, with sensor noise."""
@@ -72,9 +74,10 @@ def make_frames(root: PathLike, num_videos: int = 8, num_frames: int = 48, heigh
         scene = _scene(rng, height + 20, width + num_frames + 4)
         for t in range(num_frames):
             dy = int(10 + 8 * np.sin(t / 7))
-            frame = scene[dy:dy + height, t:t + width] + rng.normal(0, 1.5, (height, width, 3))
+            frame = scene[dy : dy + height, t : t + width] + rng.normal(0, 1.5, (height, width, 3))
             Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).save(
-                os.path.join(folder, FRAME_TEMPLATE % (t + 1)), quality=90)
+                os.path.join(folder, FRAME_TEMPLATE % (t + 1)), quality=90
+            )
         lines.append(f"{video_id} {num_frames} {v % 2}\n")
     label_file = os.path.join(os.fspath(root), "labels.txt")
     with open(label_file, "w", encoding="utf-8") as f:
@@ -82,18 +85,39 @@ def make_frames(root: PathLike, num_videos: int = 8, num_frames: int = 48, heigh
     return label_file
 
 
-def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: int, frame_size: int = 224,
-                     mode: str = "train", batch_size: int = 8, num_batches: int = 10, num_clips: int = 1,
-                     num_crops: int = 1, jitter_mode: str = "tpn", backend: Optional[str] = None,
-                     seed: int = 0, reuse_out: bool = True, channel_order: str = "bgr") -> Dict[str, object]:
+def benchmark_loader(
+    frames_root: PathLike,
+    label_file: PathLike,
+    frame_length: int,
+    frame_size: int = 224,
+    mode: str = "train",
+    batch_size: int = 8,
+    num_batches: int = 10,
+    num_clips: int = 1,
+    num_crops: int = 1,
+    jitter_mode: str = "tpn",
+    backend: Optional[str] = None,
+    seed: int = 0,
+    reuse_out: bool = True,
+    channel_order: str = "bgr",
+) -> Dict[str, object]:
     """Time the full path and decode-only on the same items, on one thread; return the figures.
 
     With `reuse_out` the normalised batch is written into one buffer reused across batches, as
     a training loop can do with ``normalize_batch(..., out=)`` (and as the CUDA caching
     allocator does by itself); otherwise every batch allocates, and faults in, fresh memory."""
     backend = backend or DEFAULT_BACKEND
-    dataset = FrameClipDataset(label_file, frames_root, frame_length, frame_size, mode=mode, num_clips=num_clips,
-                               num_crops=num_crops, seed=seed, backend=backend)
+    dataset = FrameClipDataset(
+        label_file,
+        frames_root,
+        frame_length,
+        frame_size,
+        mode=mode,
+        num_clips=num_clips,
+        num_crops=num_crops,
+        seed=seed,
+        backend=backend,
+    )
     if len(dataset) == 0:
         raise DataError(f"{os.fspath(label_file)} lists no videos")
     jitter = JitterConfig(mode=jitter_mode) if mode == "train" else None
@@ -112,8 +136,9 @@ def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: 
         batch = collate_clips(dataset.__getitems__(indices))  # as a DataLoader does
         if reuse_out and (out is None or out.shape != batch.clips.shape):
             out = torch.empty(batch.clips.shape)
-        normalize_batch(batch.clips, mean, std, jitter, generator, channel_order=channel_order,
-                        out=out if reuse_out else None)
+        normalize_batch(
+            batch.clips, mean, std, jitter, generator, channel_order=channel_order, out=out if reuse_out else None
+        )
 
     def decode_only(indices: List[int]) -> None:
         for i in indices:
@@ -126,7 +151,7 @@ def benchmark_loader(frames_root: PathLike, label_file: PathLike, frame_length: 
         decode_only(batch_indices(0))
         for step in range(num_batches):
             indices = batch_indices(step)
-            for fn in ((full, decode_only) if step % 2 == 0 else (decode_only, full)):
+            for fn in (full, decode_only) if step % 2 == 0 else (decode_only, full):
                 start = time.perf_counter()
                 fn(indices)
                 times[fn] += time.perf_counter() - start
@@ -155,8 +180,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``loader`` subcommand's options."""
     parser.add_argument("--frames-root", help="frame folders; generated in a temporary folder when omitted")
     parser.add_argument("--label-file", help="SSv2-format label file (default: labels.txt in --frames-root)")
-    parser.add_argument("--make-frames", metavar="DIR",
-                        help="write synthetic 240x427 JPEG videos and labels.txt to DIR and benchmark them")
+    parser.add_argument(
+        "--make-frames",
+        metavar="DIR",
+        help="write synthetic 240x427 JPEG videos and labels.txt to DIR and benchmark them",
+    )
     parser.add_argument("--videos", type=int, default=8, help="synthetic videos to write")
     parser.add_argument("--video-frames", type=int, default=48, help="frames per synthetic video")
     parser.add_argument("--height", type=int, default=240, help="synthetic frame height")
@@ -172,14 +200,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=BACKENDS, default=None)
     parser.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="bgr")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fresh-out", action="store_true",
-                        help="allocate every normalised batch anew instead of reusing one buffer")
+    parser.add_argument(
+        "--fresh-out", action="store_true", help="allocate every normalised batch anew instead of reusing one buffer"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed `args` describe and print its JSON line."""
-    for name in ("videos", "video_frames", "height", "width", "frame_length", "frame_size", "batch_size",
-                 "num_batches", "num_clips"):
+    for name in (
+        "videos",
+        "video_frames",
+        "height",
+        "width",
+        "frame_length",
+        "frame_size",
+        "batch_size",
+        "num_batches",
+        "num_clips",
+    ):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.seed < 0:
@@ -192,9 +230,21 @@ def main(args: argparse.Namespace) -> int:
             label_file = make_frames(frames_root, args.videos, args.video_frames, args.height, args.width, args.seed)
         elif label_file is None:
             label_file = os.path.join(frames_root, "labels.txt")
-        result = benchmark_loader(frames_root, label_file, args.frame_length, args.frame_size, args.mode,
-                                  args.batch_size, args.num_batches, args.num_clips, args.num_crops, args.jitter,
-                                  args.decoder, args.seed, reuse_out=not args.fresh_out,
-                                  channel_order=args.channel_order)
+        result = benchmark_loader(
+            frames_root,
+            label_file,
+            args.frame_length,
+            args.frame_size,
+            args.mode,
+            args.batch_size,
+            args.num_batches,
+            args.num_clips,
+            args.num_crops,
+            args.jitter,
+            args.decoder,
+            args.seed,
+            reuse_out=not args.fresh_out,
+            channel_order=args.channel_order,
+        )
     print(json.dumps(result))
     return 0

@@ -7,6 +7,7 @@ benchmark). Prints one JSON line per configuration: clips/s, ms per step, peak m
 forward's FLOPs (counted by `torch.utils.flop_counter.FlopCounterMode`) and, on a GPU, the
 model FLOPs utilisation (a training step counts as 3 forwards).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.losses import classification_losses
-from ..fastpath import AMP_DTYPES, amp_dtype, amp_name, autocast, clips_layout, prepare_model, use_channels_last
-from ..optim import make_sgd
 from ..errors import ConfigError
-from . import torch_threads
+from ..fastpath import AMP_DTYPES, amp_dtype, amp_name, autocast, clips_layout, prepare_model, use_channels_last
 from ..models import MODEL_NAMES, build_model
+from ..optim import make_sgd
+from . import torch_threads
 
 # Dense peak TFLOP/s as (bf16/fp16, tf32) by device name; the first matching entry wins.
 # Full-precision runs count against tf32: cuDNN convolutions use TF32 by default.
@@ -100,7 +101,7 @@ class PeakMemory:
 
     def mb(self) -> float:
         if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self._start) / 1024  # KiB on Linux
 
 
@@ -109,10 +110,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, batch_size: int,
-              width: int = 64, num_classes: int = 174, device: str = "cpu", amp: str = "off",
-              channels_last: bool = False, compile: bool = False, steps: int = 20, warmup: int = 5,
-              peak: Optional[float] = None) -> Dict[str, object]:
+def benchmark(
+    mode: str,
+    model_name: str,
+    frame_length: int,
+    frame_size: int,
+    batch_size: int,
+    width: int = 64,
+    num_classes: int = 174,
+    device: str = "cpu",
+    amp: str = "off",
+    channels_last: bool = False,
+    compile: bool = False,
+    steps: int = 20,
+    warmup: int = 5,
+    peak: Optional[float] = None,
+) -> Dict[str, object]:
     """Time `steps` training steps (`mode="train"`) or forwards (`"infer"`) after `warmup`
     untimed ones; return the figures as a dict (the JSON line)."""
     dev = torch.device(device)
@@ -121,8 +134,9 @@ def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, ba
     # memory may stay resident); on a GPU from after the warm-up (see below).
     memory = PeakMemory(dev)
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
-                        width=width)
+    model = build_model(
+        model_name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, width=width
+    )
     prepare_model(model, dev, channels_last)
     model.train(mode == "train")
     clips = torch.randn(batch_size, 3, frame_length, frame_size, frame_size, device=dev)
@@ -143,6 +157,7 @@ def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, ba
             scaler.step(optimizer)
             scaler.update()
     else:
+
         def step() -> None:
             with torch.no_grad(), autocast(dev, dtype):
                 net(clips)
@@ -166,14 +181,30 @@ def benchmark(mode: str, model_name: str, frame_length: int, frame_size: int, ba
     elif peak is None:
         peak = peak_tflops(device_name(dev), amp)
     return {
-        "mode": mode, "model": model_name, "frame_length": frame_length, "frame_size": frame_size,
-        "batch_size": batch_size, "width": width, "num_classes": num_classes,
-        "device": dev.type, "device_name": device_name(dev), "amp": amp, "channels_last": channels_last,
-        "compile": compile, "steps": steps, "warmup": warmup, "warmup_s": round(warmup_s, 3), "threads": torch.get_num_threads(),
-        "clips_per_s": round(batch_size / step_s, 3), "step_ms": round(step_s * 1e3, 3),
-        "peak_mem_mb": round(memory.mb(), 1), "peak_mem_kind": memory.kind,
-        "forward_gflops": flops / 1e9, "achieved_tflops": round(achieved, 4),
-        "peak_tflops": peak, "mfu": round(achieved / peak, 4) if peak else None,
+        "mode": mode,
+        "model": model_name,
+        "frame_length": frame_length,
+        "frame_size": frame_size,
+        "batch_size": batch_size,
+        "width": width,
+        "num_classes": num_classes,
+        "device": dev.type,
+        "device_name": device_name(dev),
+        "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile,
+        "steps": steps,
+        "warmup": warmup,
+        "warmup_s": round(warmup_s, 3),
+        "threads": torch.get_num_threads(),
+        "clips_per_s": round(batch_size / step_s, 3),
+        "step_ms": round(step_s * 1e3, 3),
+        "peak_mem_mb": round(memory.mb(), 1),
+        "peak_mem_kind": memory.kind,
+        "forward_gflops": flops / 1e9,
+        "achieved_tflops": round(achieved, 4),
+        "peak_tflops": peak,
+        "mfu": round(achieved / peak, 4) if peak else None,
         "torch": torch.__version__,
     }
 
@@ -193,25 +224,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--width", type=int, default=64, help="channels of the first stage")
     parser.add_argument("--num-classes", type=int, default=174)
-    parser.add_argument("--amp", choices=("auto", *AMP_DTYPES), default="auto",
-                        help="autocast dtype (default auto: bf16 on CUDA, off on the CPU)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="channels_last_3d convolution weights and input (default: on a GPU, off on the CPU)")
+    parser.add_argument(
+        "--amp",
+        choices=("auto", *AMP_DTYPES),
+        default="auto",
+        help="autocast dtype (default auto: bf16 on CUDA, off on the CPU)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last_3d convolution weights and input (default: on a GPU, off on the CPU)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                        help="default: cuda when available")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the GPU's dense peak TFLOP/s for the precision used (default: from a table)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the GPU's dense peak TFLOP/s for the precision used (default: from a table)",
+    )
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--compare", action="store_true",
-                      help="measure train and infer, baseline (fp32, NCDHW, eager) and this configuration, "
-                           "and print the speed-ups")
-    what.add_argument("--sweep", action="store_true",
-                      help="measure every amp (off, bf16, fp16) x layout (NCDHW, channels_last_3d), eager "
-                           "(and compiled with --compile), and print each one's speed-up over the first")
+    what.add_argument(
+        "--compare",
+        action="store_true",
+        help="measure train and infer, baseline (fp32, NCDHW, eager) and this configuration, and print the speed-ups",
+    )
+    what.add_argument(
+        "--sweep",
+        action="store_true",
+        help="measure every amp (off, bf16, fp16) x layout (NCDHW, channels_last_3d), eager "
+        "(and compiled with --compile), and print each one's speed-up over the first",
+    )
 
 
 def _check(args: argparse.Namespace) -> torch.device:
@@ -235,13 +282,24 @@ def main(args: argparse.Namespace, mode: str) -> int:
     """Run the benchmark the parsed `args` describe (`mode`: train or infer); print JSON lines."""
     device = _check(args)
     amp_default, channels_last_default = device_defaults(device)
-    fast = {"amp": amp_default if args.amp == "auto" else args.amp,
-            "channels_last": channels_last_default if args.channels_last is None else args.channels_last,
-            "compile": args.compile}
+    fast = {
+        "amp": amp_default if args.amp == "auto" else args.amp,
+        "channels_last": channels_last_default if args.channels_last is None else args.channels_last,
+        "compile": args.compile,
+    }
     baseline = {"amp": "off", "channels_last": False, "compile": False}
-    common = dict(model_name=args.model, frame_length=args.frame_length, frame_size=args.frame_size,
-                  batch_size=args.batch_size, width=args.width, num_classes=args.num_classes,
-                  device=str(device), steps=args.steps, warmup=args.warmup, peak=args.peak_tflops)
+    common = dict(
+        model_name=args.model,
+        frame_length=args.frame_length,
+        frame_size=args.frame_size,
+        batch_size=args.batch_size,
+        width=args.width,
+        num_classes=args.num_classes,
+        device=str(device),
+        steps=args.steps,
+        warmup=args.warmup,
+        peak=args.peak_tflops,
+    )
 
     def run(m: str, cfg: Dict[str, object]) -> Dict[str, object]:
         return benchmark(m, **common, **cfg)
@@ -259,8 +317,9 @@ def main(args: argparse.Namespace, mode: str) -> int:
 Runner = Callable[[str, Dict[str, object]], Dict[str, object]]
 
 
-def _compare(run: Runner, device: torch.device, args: argparse.Namespace,
-             baseline: Dict[str, object], fast: Dict[str, object]) -> None:
+def _compare(
+    run: Runner, device: torch.device, args: argparse.Namespace, baseline: Dict[str, object], fast: Dict[str, object]
+) -> None:
     speedups: Dict[str, float] = {}
     for m in ("train", "infer"):
         figures = []
@@ -270,17 +329,31 @@ def _compare(run: Runner, device: torch.device, args: argparse.Namespace,
             print(json.dumps(result), flush=True)
             figures.append(float(result["clips_per_s"]))
         speedups[f"{m}_speedup"] = round(figures[1] / figures[0], 3)
-    print(json.dumps({"mode": "compare", "model": args.model, "device": device.type,
-                      "baseline": baseline, "fast": fast, **speedups, "torch": torch.__version__}))
+    print(
+        json.dumps(
+            {
+                "mode": "compare",
+                "model": args.model,
+                "device": device.type,
+                "baseline": baseline,
+                "fast": fast,
+                **speedups,
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 def _sweep(mode: str, run: Runner, device: torch.device, args: argparse.Namespace) -> None:
     """Every configuration in one process, the first (fp32 NCDHW eager) as the baseline. One
     that fails (out of memory, an op without a kernel for that dtype) prints its error and the
     sweep goes on."""
-    configs = [{"amp": amp, "channels_last": cl, "compile": compiled}
-               for compiled in ((False, True) if args.compile else (False,))
-               for amp in ("off", "bf16", "fp16") for cl in (False, True)]
+    configs = [
+        {"amp": amp, "channels_last": cl, "compile": compiled}
+        for compiled in ((False, True) if args.compile else (False,))
+        for amp in ("off", "bf16", "fp16")
+        for cl in (False, True)
+    ]
     rows: List[Dict[str, object]] = []
     base: Optional[float] = None
     for i, cfg in enumerate(configs):
@@ -296,7 +369,18 @@ def _sweep(mode: str, run: Runner, device: torch.device, args: argparse.Namespac
         clips = float(result["clips_per_s"])
         if i == 0:
             base = clips
-        rows.append({**cfg, "clips_per_s": clips, "speedup": round(clips / base, 3) if base else None,
-                     "mfu": result["mfu"]})
-    print(json.dumps({"mode": "sweep", "of": mode, "model": args.model, "device": device.type,
-                      "configs": rows, "torch": torch.__version__}))
+        rows.append(
+            {**cfg, "clips_per_s": clips, "speedup": round(clips / base, 3) if base else None, "mfu": result["mfu"]}
+        )
+    print(
+        json.dumps(
+            {
+                "mode": "sweep",
+                "of": mode,
+                "model": args.model,
+                "device": device.type,
+                "configs": rows,
+                "torch": torch.__version__,
+            }
+        )
+    )

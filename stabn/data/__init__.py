@@ -1,20 +1,60 @@
 """Data: annotations, frame datasets, sampling, transforms, synthetic data and preparation."""
+
 from .annotations import VideoRecord, count_frames, optional_class_names, read_class_names, read_label_file
 from .dataset import ClipBatch, FrameClipDataset, SkippedItem, collate_clips, load_clip, read_centre_clip
 from .decode import read_jpeg
 from .loader import clip_loader, make_dataset
 from .sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
 from .transforms import (
-    BGR_MEAN, BGR_STD, JitterConfig, JitterParams, center_crop_offset, crop_offsets, orient_crops,
-    denormalize, draw_jitter_params, jitter_affine, mean_std, normalize_batch, random_crop_offset, reference_normalize_clip,
+    BGR_MEAN,
+    BGR_STD,
+    JitterConfig,
+    JitterParams,
+    center_crop_offset,
+    crop_offsets,
+    denormalize,
+    draw_jitter_params,
+    jitter_affine,
+    mean_std,
+    normalize_batch,
+    orient_crops,
+    random_crop_offset,
+    reference_normalize_clip,
 )
 
 __all__ = [
-    "VideoRecord", "count_frames", "optional_class_names", "read_class_names", "read_label_file", "clip_loader", "make_dataset",
-    "ClipBatch", "FrameClipDataset", "SkippedItem", "collate_clips", "load_clip", "read_centre_clip",
+    "VideoRecord",
+    "count_frames",
+    "optional_class_names",
+    "read_class_names",
+    "read_label_file",
+    "clip_loader",
+    "make_dataset",
+    "ClipBatch",
+    "FrameClipDataset",
+    "SkippedItem",
+    "collate_clips",
+    "load_clip",
+    "read_centre_clip",
     "read_jpeg",
-    "FRAME_TEMPLATE", "clip_indices", "eval_starts", "frame_paths", "sample_rng", "train_start",
-    "BGR_MEAN", "BGR_STD", "JitterConfig", "JitterParams", "center_crop_offset", "crop_offsets", "orient_crops",
-    "denormalize", "draw_jitter_params", "jitter_affine", "mean_std", "normalize_batch", "random_crop_offset",
+    "FRAME_TEMPLATE",
+    "clip_indices",
+    "eval_starts",
+    "frame_paths",
+    "sample_rng",
+    "train_start",
+    "BGR_MEAN",
+    "BGR_STD",
+    "JitterConfig",
+    "JitterParams",
+    "center_crop_offset",
+    "crop_offsets",
+    "orient_crops",
+    "denormalize",
+    "draw_jitter_params",
+    "jitter_affine",
+    "mean_std",
+    "normalize_batch",
+    "random_crop_offset",
     "reference_normalize_clip",
 ]

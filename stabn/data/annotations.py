@@ -10,6 +10,7 @@ Two formats:
 Test splits have no labels: with ``labelled=False`` the class column may be left out and the
 record's label is -1.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,7 +83,7 @@ def read_label_file(
     path = os.fspath(path)
     expected = "video_id num_frames class_id" if fmt == "ssv2" else "relative_video_dir class_id"
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise DataError(f"cannot read label file {path}: {e.strerror or e}") from None
@@ -142,8 +143,7 @@ def read_class_names(path: PathLike, num_classes: Optional[int] = None) -> List[
     except OSError as e:
         raise DataError(f"cannot read class names {os.fspath(path)}: {e.strerror or e}") from None
     if num_classes is not None and len(names) != num_classes:
-        raise DataError(f"{os.fspath(path)}: {len(names)} class names for {num_classes} classes "
-                        f"(model.num_classes)")
+        raise DataError(f"{os.fspath(path)}: {len(names)} class names for {num_classes} classes (model.num_classes)")
     return names
 
 

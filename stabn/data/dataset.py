@@ -18,6 +18,7 @@ the batch and lists their reasons in `ClipBatch.skipped`.
 Clips are channels-last in memory (see `transforms.orient_crops`); use `collate_clips`, which
 keeps them so, and let `normalize_batch` make the float batch channels-first.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,12 @@ from .annotations import VideoRecord, count_frames, read_label_file
 from .decode import read_jpeg
 from .sampling import FRAME_TEMPLATE, PADDING_MODES, clip_indices, eval_starts, frame_paths, sample_rng, train_start
 from .transforms import (
-    FLIP_MODES, crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset,
+    FLIP_MODES,
+    crop_offsets,
+    mean_std,
+    normalize_batch,
+    orient_crops,
+    random_crop_offset,
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -69,10 +75,15 @@ def _new_buffer(shape: Tuple[int, ...]) -> torch.Tensor:
     if get_worker_info() is None:
         return torch.empty(shape, dtype=torch.uint8)
     # As default_collate does in a worker: shared memory is handed to the main process as is.
+    # A private torch API (default_collate's own); test_dataset's shared-memory test fails
+    # loudly if it goes away.
     storage = torch.UntypedStorage._new_shared(math.prod(shape))
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
+# A private torch API: torch has no public way to ask whether anything else uses a storage.
+# Without it buffers are never reused (correct, slower), and
+# test_getitems_reuses_its_buffer_only_once_released fails loudly.
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
@@ -165,8 +176,10 @@ class FrameClipDataset(Dataset):
         if isinstance(source, (str, os.PathLike)):
             records = read_label_file(source, frames_root, num_classes, fmt, labelled=labelled)
         else:
-            records = [r if frames_root is None else r._replace(path=os.path.join(os.fspath(frames_root), r.video_id))
-                       for r in source]
+            records = [
+                r if frames_root is None else r._replace(path=os.path.join(os.fspath(frames_root), r.video_id))
+                for r in source
+            ]
         self.records: List[VideoRecord] = records
         self.frame_length = frame_length
         self.frame_size = frame_size
@@ -180,7 +193,7 @@ class FrameClipDataset(Dataset):
         self.template = template
         self.backend = backend
         self.epoch = 0
-        self._spare: "deque[torch.Tensor]" = deque(maxlen=1)  # see __getitems__
+        self._spare: deque[torch.Tensor] = deque(maxlen=1)  # see __getitems__
 
     def __getstate__(self) -> Dict[str, object]:
         state = self.__dict__.copy()
@@ -268,8 +281,10 @@ class FrameClipDataset(Dataset):
                 else:
                     offsets = crop_offsets(size[0], size[1], s, self.num_crops)
             elif tuple(frame.shape[1:]) != size:
-                raise DataError(f"frame {path} is {frame.shape[1]}x{frame.shape[2]}, the other frames "
-                                f"of {folder} are {size[0]}x{size[1]}")
+                raise DataError(
+                    f"frame {path} is {frame.shape[1]}x{frame.shape[2]}, the other frames "
+                    f"of {folder} are {size[0]}x{size[1]}"
+                )
             c_stride, y_stride, x_stride = frame.stride()
             first = frame.storage_offset()
             for j, (y, x) in enumerate(offsets):
@@ -298,9 +313,9 @@ class FrameClipDataset(Dataset):
         loader worker the buffer is in shared memory, so it reaches the main process uncopied.
 
         In the main process (``num_workers=0``) the buffer of the previous batch is written
-        again once nothing made from it (batch, items, views) is alive any more: a fresh one
-        is faulted in page by page and unmapped again, about 1.2 ms per 32x224x224 clip on one
-        core. The dataset keeps that one buffer between batches."""
+        again once nothing made from it (batch, items, views) is alive any more, since a fresh
+        one is faulted in page by page and unmapped again (docs/PERFORMANCE.md, "Loader"). The
+        dataset keeps that one buffer between batches."""
         shape = (len(indices),) + self._crops_shape
         buffer = None
         if get_worker_info() is None:
@@ -324,8 +339,9 @@ class FrameClipDataset(Dataset):
         return (self.num_views, self.frame_length, self.frame_size, self.frame_size, 3)
 
 
-def read_centre_clip(video_dir: PathLike, frame_length: int, frame_size: int = 224,
-                     num_frames: Optional[int] = None) -> torch.Tensor:
+def read_centre_clip(
+    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None
+) -> torch.Tensor:
     """The centre clip and centre crop of one frames folder as evaluation takes it: uint8 RGB
     ``[3, T, S, S]``, before normalisation.
 
@@ -342,8 +358,12 @@ def read_centre_clip(video_dir: PathLike, frame_length: int, frame_size: int = 2
 
 
 def load_clip(
-    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None,
-    *, channel_order: str = "bgr",
+    video_dir: PathLike,
+    frame_length: int,
+    frame_size: int = 224,
+    num_frames: Optional[int] = None,
+    *,
+    channel_order: str = "bgr",
 ) -> torch.Tensor:
     """The original's evaluation preprocessing of one frames folder: the centre clip, the
     centre crop, BGR, normalised; float32 ``[3, T, S, S]``.

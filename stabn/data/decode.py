@@ -1,15 +1,11 @@
 """JPEG frames to uint8 tensors.
 
 Both backends give the same pixels (libjpeg-turbo with default settings, like the OpenCV
-``imread`` of the original). Measured on the 384 240x427 frames (27 KB on average) that
-``python -m stabn.bench loader --make-frames`` writes, one thread, a 2-core AMD EPYC VM,
-three runs each:
-
-* torchvision, ``decode_jpeg(read_file(p))``: 0.504, 0.510, 0.504 ms a frame (the default);
-* Pillow, ``np.asarray(Image.open(p).convert("RGB"))``: 0.720, 0.725, 0.723 ms a frame.
-
-torchvision deprecated its image codecs in 0.29; Pillow is the fallback where they are gone.
+``imread`` of the original). torchvision's decoder is the default, being the faster one
+(docs/PERFORMANCE.md, "JPEG decoding"); it deprecated its image codecs in 0.29, and Pillow
+is the fallback where they are gone.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +19,8 @@ from PIL import Image
 from ..errors import DataError
 
 try:
-    from torchvision.io import ImageReadMode, decode_jpeg as _tv_decode_jpeg
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as _tv_decode_jpeg
 except ImportError:
     _tv_decode_jpeg = None
 

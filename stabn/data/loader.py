@@ -1,5 +1,6 @@
 """The one DataLoader builder of training, validation and evaluation, and the dataset a
 config's `data` section describes."""
+
 from __future__ import annotations
 
 import signal
@@ -11,14 +12,26 @@ from torch.utils.data import DataLoader
 from .dataset import FrameClipDataset, collate_clips
 
 
-def make_dataset(data: Any, labels: str, mode: str, *, num_classes: int, seed: int,
-                 num_clips: int = 1, num_crops: int = 1) -> FrameClipDataset:
+def make_dataset(
+    data: Any, labels: str, mode: str, *, num_classes: int, seed: int, num_clips: int = 1, num_crops: int = 1
+) -> FrameClipDataset:
     """The dataset that `data` (a config's `data` section, `stabn.config.DataConfig`) describes
     for the label file `labels`, for training (`train`) or evaluation (`eval`)."""
     return FrameClipDataset(
-        labels, data.frames_root, data.frame_length, data.frame_size, mode=mode, num_clips=num_clips,
-        num_crops=num_crops, padding=data.padding, skip_corrupt=data.skip_corrupt, flip=data.flip,
-        seed=seed, template=data.frame_template, fmt=data.label_format, num_classes=num_classes,
+        labels,
+        data.frames_root,
+        data.frame_length,
+        data.frame_size,
+        mode=mode,
+        num_clips=num_clips,
+        num_crops=num_crops,
+        padding=data.padding,
+        skip_corrupt=data.skip_corrupt,
+        flip=data.flip,
+        seed=seed,
+        template=data.frame_template,
+        fmt=data.label_format,
+        num_classes=num_classes,
     )
 
 
@@ -29,13 +42,27 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def clip_loader(dataset: FrameClipDataset, sampler: Any, batch_size: int, *, num_workers: int,
-                device: torch.device, seed: int, drop_last: bool = False) -> DataLoader:
+def clip_loader(
+    dataset: FrameClipDataset,
+    sampler: Any,
+    batch_size: int,
+    *,
+    num_workers: int,
+    device: torch.device,
+    seed: int,
+    drop_last: bool = False,
+) -> DataLoader:
     """The DataLoader of training, validation and `eval.py`: `ClipBatch`es of uint8 clips."""
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=device.type == "cuda", drop_last=drop_last,
-        persistent_workers=False, collate_fn=collate_clips, worker_init_fn=ignore_stop_signals,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=drop_last,
+        persistent_workers=False,
+        collate_fn=collate_clips,
+        worker_init_fn=ignore_stop_signals,
         # its own generator: drawing worker seeds from the global one would shift dropout
         generator=torch.Generator().manual_seed(seed),
         prefetch_factor=4 if num_workers > 0 else None,

@@ -18,6 +18,7 @@ finished only if its marker exists and agrees with the number of JPEGs on disk, 
 at any point (mid-decode, mid-rename, mid-delete) is repaired by the next run.
 Two runs must not share one out dir at the same time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,7 @@ class PrepareSummary:
     def format(self) -> str:
         """Human-readable multi-line summary, as the CLI prints it."""
         lines = [
-            f"videos done: {self.done}, skipped (already finished): {self.skipped}, "
-            f"failed: {len(self.failed)}",
+            f"videos done: {self.done}, skipped (already finished): {self.skipped}, failed: {len(self.failed)}",
             f"frames written: {self.frames_written}, time: {self.seconds:.1f} s",
         ]
         if self.failed:
@@ -99,7 +99,7 @@ def _load_json(path: Path) -> object:
     if not path.is_file():
         raise DataError(f"annotation file not found: {path}")
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON in {path}: {e.msg} at line {e.lineno} column {e.colno}") from None
@@ -111,7 +111,7 @@ def load_labels(path: Path) -> List[str]:
     """Class names ordered by index, from the `{"Template text": "idx"}` labels file."""
     raw = _load_json(path)
     if not isinstance(raw, dict) or not raw:
-        raise DataError(f"{path}: expected a non-empty JSON object {{\"template\": \"index\"}}")
+        raise DataError(f'{path}: expected a non-empty JSON object {{"template": "index"}}')
     by_idx: Dict[int, str] = {}
     for name, idx in raw.items():
         try:
@@ -129,7 +129,7 @@ def load_labels(path: Path) -> List[str]:
 
 def _check_id(path: Path, pos: int, entry: object) -> str:
     if not isinstance(entry, dict) or "id" not in entry:
-        raise DataError(f"{path}: entry {pos} is not an object with an \"id\"")
+        raise DataError(f'{path}: entry {pos} is not an object with an "id"')
     vid = str(entry["id"]).strip()
     # The id becomes a folder name and a token in space-separated label files.
     if not vid or vid.startswith(".") or any(c in vid for c in "/\\ \t\r\n\0"):
@@ -150,12 +150,11 @@ def load_split(path: Path, class_of: Optional[Dict[str, int]]) -> List[Tuple[str
             continue
         template = entry.get("template")
         if not isinstance(template, str):
-            raise DataError(f"{path}: video {vid} has no \"template\"")
+            raise DataError(f'{path}: video {vid} has no "template"')
         # SSv2 templates mark the object slots, "[something]"; the labels file doesn't.
         name = template.replace("[", "").replace("]", "")
         if name not in class_of:
-            raise DataError(f"{path}: video {vid} has template {template!r}, "
-                            f"which is not a class in {LABELS_FILE}")
+            raise DataError(f"{path}: video {vid} has template {template!r}, which is not a class in {LABELS_FILE}")
         out.append((vid, class_of[name]))
     return out
 
@@ -375,16 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stabn.data.prepare_ssv2",
         description="Extract Something-Something V2 .webm videos to JPEG frames and write "
-                    "TSM-style label files (train/val/test_videofolder.txt, category.txt).",
+        "TSM-style label files (train/val/test_videofolder.txt, category.txt).",
     )
     p.add_argument("--video-dir", required=True, help="folder with <id>.webm files")
-    p.add_argument("--anno-dir", required=True,
-                   help="folder with something-something-v2-{labels,train,validation,test}.json")
+    p.add_argument(
+        "--anno-dir", required=True, help="folder with something-something-v2-{labels,train,validation,test}.json"
+    )
     p.add_argument("--out-dir", required=True, help="output folder (frames/ and label files)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this process may use)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality 1-100 (default 95)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="only the first K videos of each split (for a trial run)")
+    p.add_argument("--limit", type=int, default=None, help="only the first K videos of each split (for a trial run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -393,9 +392,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI: exit 0 if every video succeeded, 1 if some failed, 2 on bad input."""
     args = build_parser().parse_args(argv)
     try:
-        summary = prepare_ssv2(args.video_dir, args.anno_dir, args.out_dir, workers=args.workers,
-                               quality=args.quality, limit=args.limit,
-                               progress=not args.no_progress)
+        summary = prepare_ssv2(
+            args.video_dir,
+            args.anno_dir,
+            args.out_dir,
+            workers=args.workers,
+            quality=args.quality,
+            limit=args.limit,
+            progress=not args.no_progress,
+        )
     except StabnError as e:
         return report_error(e)
     except KeyboardInterrupt:

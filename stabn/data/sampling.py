@@ -3,6 +3,7 @@
 Indices are 0-based here; frame files are numbered from 1 (``%06d.jpg`` by default), as in
 the SSv2 frame layout.
 """
+
 from __future__ import annotations
 
 import os

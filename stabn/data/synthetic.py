@@ -19,13 +19,14 @@ covers [j, j+1) x [i, i+1)), so a box is directly comparable with attention maps
 upsampled to the frame. "event" holds the 0-based frames at which the target differs
 from the frame before; it never starts at frame 0, so a clip always shows the state
 before and after. A box is null exactly where the target's opacity is 0 (appearing:
-before the event; disappearing: from the event's last frame on). Every video is rendered from ``numpy.random.default_rng([seed,
-index])`` alone, so the output is byte-identical for the same arguments whatever the
-number of workers.
+before the event; disappearing: from the event's last frame on). Every video is rendered
+from ``numpy.random.default_rng([seed, index])`` alone, so the output is byte-identical for
+the same arguments whatever the number of workers.
 
 Usage: ``python -m stabn.data.synthetic --out D [--num-train N --num-val M --frames F
 --size S --seed K --workers W]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -128,8 +129,7 @@ def _background(rng: np.random.Generator, size: int, xx: np.ndarray, yy: np.ndar
     return bg.astype(np.float32)
 
 
-def _draw_distractor(video: np.ndarray, rng: np.random.Generator, xx: np.ndarray,
-                     yy: np.ndarray) -> None:
+def _draw_distractor(video: np.ndarray, rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> None:
     """One rectangle, triangle or elongated ellipse moving linearly through the whole clip."""
     frames, size = video.shape[0], video.shape[1]
     shape = int(rng.integers(3))
@@ -156,8 +156,10 @@ def _draw_distractor(video: np.ndarray, rng: np.random.Generator, xx: np.ndarray
         sd = np.minimum(half * aspect / 1.5 - np.abs(u), half / 1.5 - np.abs(v))
     elif shape == 1:  # equilateral triangle: inside all three edge half-planes
         inradius = half * 0.6
-        edges = [inradius - (u * np.float32(np.cos(k * 2 * np.pi / 3))
-                             + v * np.float32(np.sin(k * 2 * np.pi / 3))) for k in range(3)]
+        edges = [
+            inradius - (u * np.float32(np.cos(k * 2 * np.pi / 3)) + v * np.float32(np.sin(k * 2 * np.pi / 3)))
+            for k in range(3)
+        ]
         sd = np.minimum(np.minimum(edges[0], edges[1]), edges[2])
     else:  # ellipse, elongated so it never looks like the round target
         hx, hy = half * aspect / 1.5, half / 1.5
@@ -167,9 +169,17 @@ def _draw_distractor(video: np.ndarray, rng: np.random.Generator, xx: np.ndarray
     video += a * colour
 
 
-def _draw_target(video: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray,
-                 alpha: np.ndarray, disc_colour: np.ndarray, mark_colour: np.ndarray,
-                 xx: np.ndarray, yy: np.ndarray) -> None:
+def _draw_target(
+    video: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    radius: np.ndarray,
+    alpha: np.ndarray,
+    disc_colour: np.ndarray,
+    mark_colour: np.ndarray,
+    xx: np.ndarray,
+    yy: np.ndarray,
+) -> None:
     """Saturated disc with a contrasting ring and cross, drawn on top of everything."""
     cx, cy, r = (np.asarray(v, np.float32)[:, None, None] for v in (cx, cy, radius))
     dx, dy = xx[None] - cx, yy[None] - cy
@@ -189,8 +199,9 @@ def _draw_target(video: np.ndarray, cx: np.ndarray, cy: np.ndarray, radius: np.n
 # --------------------------------------------------------------------------- one video
 
 
-def _target_track(rng: np.random.Generator, label: int, frames: int, size: int
-                  ) -> Tuple[Tuple[int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _target_track(
+    rng: np.random.Generator, label: int, frames: int, size: int
+) -> Tuple[Tuple[int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Event window and per-frame centre, radius and opacity of the target for a class."""
     # The event never starts on frame 0, so every clip shows the state before it as well as
     # the state after it (the last event frame already has the final state).
@@ -237,8 +248,9 @@ def _target_track(rng: np.random.Generator, label: int, frames: int, size: int
     return (start, start + length), cx, cy, radius, ones
 
 
-def render_video(seed: int, index: int, label: int, frames: int, size: int
-                 ) -> Tuple[np.ndarray, Tuple[int, int], List[Box]]:
+def render_video(
+    seed: int, index: int, label: int, frames: int, size: int
+) -> Tuple[np.ndarray, Tuple[int, int], List[Box]]:
     """Render one video: uint8 frames [T, S, S, 3] (RGB), event window and target boxes."""
     rng = np.random.default_rng([seed, index])
     centres = np.arange(size, dtype=np.float32) + 0.5
@@ -277,8 +289,7 @@ def _write_video(job: Tuple[str, int, int, str, int, int, int]) -> Tuple[Tuple[i
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     for t in range(frames):
-        Image.fromarray(video[t]).save(os.path.join(tmp, FRAME_TEMPLATE % (t + 1)),
-                                       format="JPEG", quality=JPEG_QUALITY)
+        Image.fromarray(video[t]).save(os.path.join(tmp, FRAME_TEMPLATE % (t + 1)), format="JPEG", quality=JPEG_QUALITY)
     if os.path.isdir(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -296,9 +307,15 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def make_synthetic_dataset(out_dir: PathLike, num_train: int = 800, num_val: int = 200,
-                           frames: int = 16, size: int = 64, seed: int = 0,
-                           workers: Optional[int] = None) -> Dict[str, Any]:
+def make_synthetic_dataset(
+    out_dir: PathLike,
+    num_train: int = 800,
+    num_val: int = 200,
+    frames: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    workers: Optional[int] = None,
+) -> Dict[str, Any]:
     """Write the synthetic dataset under `out_dir` and return a summary of what was written.
 
     Labels are assigned round-robin within each split (balanced); video ids are the 1-based
@@ -344,11 +361,15 @@ def make_synthetic_dataset(out_dir: PathLike, num_train: int = 800, num_val: int
 
     truth = []
     for i, (event, boxes) in enumerate(results):
-        record = {"split": splits[i], "label": labels[i], "class_name": CLASS_NAMES[labels[i]],
-                  "event": list(event), "boxes": boxes}
+        record = {
+            "split": splits[i],
+            "label": labels[i],
+            "class_name": CLASS_NAMES[labels[i]],
+            "event": list(event),
+            "boxes": boxes,
+        }
         truth.append(f"{json.dumps(ids[i])}: {json.dumps(record, separators=(',', ':'))}")
-    lines = {s: [f"{ids[i]} {frames} {labels[i]}\n" for i in range(total) if splits[i] == s]
-             for s in ("train", "val")}
+    lines = {s: [f"{ids[i]} {frames} {labels[i]}\n" for i in range(total) if splits[i] == s] for s in ("train", "val")}
 
     # Frames are all in place; the index files go last so they never name missing frames.
     atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in CLASS_NAMES))
@@ -380,9 +401,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _Parser(prog="python -m stabn.data.synthetic",
-                     description="Write a synthetic something-something-style dataset "
-                                 "in the SSv2 frame layout.")
+    parser = _Parser(
+        prog="python -m stabn.data.synthetic",
+        description="Write a synthetic something-something-style dataset in the SSv2 frame layout.",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--num-train", type=int, default=800)
     parser.add_argument("--num-val", type=int, default=200)
@@ -392,14 +414,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
     args = parser.parse_args(argv)
     try:
-        summary = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.frames,
-                                         args.size, args.seed, args.workers)
+        summary = make_synthetic_dataset(
+            args.out, args.num_train, args.num_val, args.frames, args.size, args.seed, args.workers
+        )
     except StabnError as e:
         return report_error(e)
     n = summary["num_train"] + summary["num_val"]
-    print(f"wrote {n} videos ({summary['num_train']} train, {summary['num_val']} val, "
-          f"{summary['frames']} frames of {summary['size']}x{summary['size']} px) "
-          f"to {os.path.abspath(summary['out_dir'])}")
+    print(
+        f"wrote {n} videos ({summary['num_train']} train, {summary['num_val']} val, "
+        f"{summary['frames']} frames of {summary['size']}x{summary['size']} px) "
+        f"to {os.path.abspath(summary['out_dir'])}"
+    )
     return 0
 
 

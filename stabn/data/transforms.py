@@ -28,6 +28,7 @@ colours, and the output equals the BGR one with its channels reversed. The origi
 contrast either before or after saturation and hue at random; a gain commutes with linear maps,
 so that order makes no difference and is not drawn.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,16 +46,10 @@ _TILE_BYTES = 4 << 20  # the jitter's float tile: small enough to stay in cache,
 
 # ImageNet PCA of RGB pixels in [0, 255] (AlexNet lighting noise), as in the original.
 _EIGVAL = np.array([55.46, 4.794, 1.148])
-_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
-                    [-0.5808, -0.0045, -0.8140],
-                    [-0.5836, -0.6948, 0.4203]])
+_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 _GREY = np.array([0.299, 0.587, 0.114])
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
-                        [0.596, -0.274, -0.321],
-                        [0.211, -0.523, 0.311]])
-_YIQ_TO_RGB = np.array([[1.0, 0.956, 0.621],
-                        [1.0, -0.272, -0.647],
-                        [1.0, -1.107, 1.705]])
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.321], [0.211, -0.523, 0.311]])
+_YIQ_TO_RGB = np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.107, 1.705]])
 
 
 def _check_channel_order(channel_order: str) -> None:
@@ -110,9 +105,9 @@ def orient_crops(crops: torch.Tensor, flip: str = "none") -> torch.Tensor:
     `crops` itself when there is nothing to do. The channels stay in RGB order: `normalize_batch`
     puts them in the model's order for free as it converts to float.
 
-    Clips stay channels-last: shuffling interleaved bytes into planes costs about 4 ms for a
-    32x224x224 clip on one core, while `normalize_batch` transposes for free as it converts
-    to float. Applied frame by frame, the temporaries stay small and in cache.
+    Clips stay channels-last: shuffling interleaved bytes into planes costs more than the
+    crop's copy (docs/PERFORMANCE.md, "Loader"), while `normalize_batch` transposes for free
+    as it converts to float. Applied frame by frame, the temporaries stay small and in cache.
     """
     if flip not in FLIP_MODES:
         raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
@@ -192,8 +187,7 @@ def draw_jitter_params(
     lighting = torch.randn((b, 3), generator=generator, dtype=torch.float64) * config.lighting_std
     gate_frames = num_frames if config.mode == "tpn" else 1
     gates = torch.rand((b, gate_frames, 4), generator=generator, dtype=torch.float64) < config.p
-    return JitterParams(brightness, contrast, saturation, hue, lighting,
-                        gates.expand(b, num_frames, 4).contiguous())
+    return JitterParams(brightness, contrast, saturation, hue, lighting, gates.expand(b, num_frames, 4).contiguous())
 
 
 def _hue_matrix(alpha: torch.Tensor) -> torch.Tensor:
@@ -222,8 +216,7 @@ def jitter_affine(params: JitterParams, channel_order: str = "bgr") -> Tuple[tor
     s = params.saturation[:, None, None]
     saturation = s * eye + (1.0 - s) * torch.from_numpy(_GREY).expand(3, 3)
     gain = 1.0 + gates[..., 1] * (params.contrast[:, None] - 1.0)
-    a = gain[..., None, None] * (gated(_hue_matrix(params.hue), gates[..., 3])
-                                 @ gated(saturation, gates[..., 2]))
+    a = gain[..., None, None] * (gated(_hue_matrix(params.hue), gates[..., 3]) @ gated(saturation, gates[..., 2]))
     # The brightness delta is added before the linear steps, so it goes through them.
     delta = gates[..., 0] * params.brightness[:, None]
     lighting_rgb = (torch.from_numpy(_EIGVEC) * params.lighting[:, None, :]) @ torch.from_numpy(_EIGVAL)
@@ -295,8 +288,9 @@ def normalize_batch(
     if params is None:
         params = draw_jitter_params(xb.shape[0], t, jitter, generator)
     elif params.gates.shape[:2] != (xb.shape[0], t):
-        raise ValueError(f"params are for {tuple(params.gates.shape[:2])} clips x frames, "
-                         f"the batch has {(xb.shape[0], t)}")
+        raise ValueError(
+            f"params are for {tuple(params.gates.shape[:2])} clips x frames, the batch has {(xb.shape[0], t)}"
+        )
     a, b = jitter_affine(params, channel_order)
     # `a` maps pixels in `channel_order` to `channel_order`; on RGB input it is ``a @ P`` with
     # P the permutation from RGB to that order: its columns taken in `source` order. Fold that
@@ -310,14 +304,19 @@ def normalize_batch(
     for i in range(xb.shape[0]):
         for top in range(0, h, rows):
             n = min(rows, h - top)
-            tile = pixels[:, :, :n].copy_(xb[i, :, :, top:top + n])
-            torch.baddbmm(b[i], a[i], tile.view(3, t, n * w).transpose(0, 1),
-                          out=ob[i, :, :, top:top + n].view(3, t, n * w).transpose(0, 1))
+            tile = pixels[:, :, :n].copy_(xb[i, :, :, top : top + n])
+            torch.baddbmm(
+                b[i],
+                a[i],
+                tile.view(3, t, n * w).transpose(0, 1),
+                out=ob[i, :, :, top : top + n].view(3, t, n * w).transpose(0, 1),
+            )
     return out
 
 
-def denormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                channel_order: str = "bgr") -> np.ndarray:
+def denormalize(
+    clip: torch.Tensor, mean: Sequence[float], std: Sequence[float], channel_order: str = "bgr"
+) -> np.ndarray:
     """A normalised clip [3, T, H, W] back to uint8 RGB frames [T, H, W, 3]."""
     m = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
@@ -351,9 +350,9 @@ def reference_normalize_clip(
         gain = np.float32(params.contrast[index].item())
         sat = float(params.saturation[index].item())
         angle = params.hue[index].item() * np.pi
-        rotation = np.array([[1.0, 0.0, 0.0],
-                             [0.0, np.cos(angle), -np.sin(angle)],
-                             [0.0, np.sin(angle), np.cos(angle)]])
+        rotation = np.array(
+            [[1.0, 0.0, 0.0], [0.0, np.cos(angle), -np.sin(angle)], [0.0, np.sin(angle), np.cos(angle)]]
+        )
         hue = (_YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ).astype(np.float32)
         lighting_rgb = np.dot(_EIGVEC * params.lighting[index].numpy(), _EIGVAL).astype(np.float32)
         jittered = []

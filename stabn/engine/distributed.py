@@ -1,4 +1,5 @@
 """Process-group set-up for torchrun (DDP) and single-process (DataParallel / CPU) runs."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,9 @@ def _init_process_group(backend: str) -> None:
     from torch.distributed.rendezvous import rendezvous
 
     store, rank, world = next(rendezvous("env://"))
-    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"stabn/restart-{restart}", store),
-                            rank=rank, world_size=world)
+    dist.init_process_group(
+        backend=backend, store=dist.PrefixStore(f"stabn/restart-{restart}", store), rank=rank, world_size=world
+    )
 
 
 def cleanup_distributed() -> None:

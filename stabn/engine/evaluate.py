@@ -4,6 +4,7 @@ Each video arrives as V views (clips x crops); the views go through the model as
 and their scores are averaged per video. Under torch.distributed every video is seen by
 exactly one rank and the counts are summed, so the figures are exact.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The training loss of both model families."""
+
 from __future__ import annotations
 
 from typing import Tuple, Union

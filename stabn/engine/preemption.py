@@ -1,4 +1,5 @@
 """Stopping on SIGTERM / SIGINT between two steps, with every rank stopping at the same one."""
+
 from __future__ import annotations
 
 import signal
@@ -22,7 +23,7 @@ class StopRequest:
         self.signum = 0
         self._previous: Dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -1,5 +1,6 @@
 """`eval.py`: a trained checkpoint on the validation list, with multi-view inference,
 per-class figures, attention images and, optionally, explanation metrics."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,7 @@ from .evaluate import EvalResult, evaluate
 
 log = logging.getLogger(__name__)
 
-_CHECKPOINT_NAMES = {"best": "checkpoint-best.pt", "latest": "checkpoint-latest.pt",
-                     "final": "checkpoint-final.pt"}
+_CHECKPOINT_NAMES = {"best": "checkpoint-best.pt", "latest": "checkpoint-latest.pt", "final": "checkpoint-final.pt"}
 
 
 def _merge(base: Dict[str, Any], top: Mapping[str, Any]) -> Dict[str, Any]:
@@ -75,11 +75,13 @@ def _model_hints(cfg: Config, explicit: Mapping[str, Any]) -> Dict[str, Any]:
     """The model keys the user (or the run's config) gave, typed; the checkpoint or its
     weights decide the rest."""
     model, data = explicit.get("model", {}), explicit.get("data", {})
-    keys = {"model": ("name" in model, cfg.model.name),
-            "num_classes": ("num_classes" in model, cfg.model.num_classes),
-            "width": ("width" in model, cfg.model.width),
-            "frame_length": ("frame_length" in data, cfg.data.frame_length),
-            "frame_size": ("frame_size" in data, cfg.data.frame_size)}
+    keys = {
+        "model": ("name" in model, cfg.model.name),
+        "num_classes": ("num_classes" in model, cfg.model.num_classes),
+        "width": ("width" in model, cfg.model.width),
+        "frame_length": ("frame_length" in data, cfg.data.frame_length),
+        "frame_size": ("frame_size" in data, cfg.data.frame_size),
+    }
     return {k: value for k, (given, value) in keys.items() if given}
 
 
@@ -106,8 +108,11 @@ def write_reports(out: Path, result: EvalResult, names: Sequence[str], extra: Ma
     out.mkdir(parents=True, exist_ok=True)
     per_class = result.per.per_class_accuracy().tolist()
     support = result.per.confusion.sum(dim=1).tolist()
-    summary = {**result.summary(), **extra,
-               "per_class_accuracy": {n: (None if np.isnan(a) else a) for n, a in zip(names, per_class)}}
+    summary = {
+        **result.summary(),
+        **extra,
+        "per_class_accuracy": {n: (None if np.isnan(a) else a) for n, a in zip(names, per_class)},
+    }
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
 
     text = io.StringIO()
@@ -145,8 +150,13 @@ class AttentionWriter:
             i = b * self.views + self.view
             frames = self.spec.denormalize(clips[i])
             video_id = self.dataset.records[index].video_id
-            save_attention(self.out / f"{video_id}.png", frames, outputs.spatial_attention[i],
-                           outputs.temporal_attention[i], gif=self.cfg.eval.attention_gif)
+            save_attention(
+                self.out / f"{video_id}.png",
+                frames,
+                outputs.spatial_attention[i],
+                outputs.temporal_attention[i],
+                gif=self.cfg.eval.attention_gif,
+            )
             self.remaining -= 1
 
 
@@ -161,10 +171,23 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     if not cfg.data.val_labels:
         raise ConfigError("data.val_labels is not set: give data.val_labels=... and data.frames_root=...")
 
-    dataset = make_dataset(cfg.data, cfg.data.val_labels, "eval", num_classes=spec.num_classes,
-                           seed=cfg.train.seed, num_clips=cfg.eval.num_clips, num_crops=cfg.eval.num_crops)
-    loader = clip_loader(dataset, ShardSampler(len(dataset), ctx.rank, ctx.world_size), cfg.eval.batch_size,
-                         num_workers=cfg.data.num_workers, device=ctx.device, seed=cfg.train.seed)
+    dataset = make_dataset(
+        cfg.data,
+        cfg.data.val_labels,
+        "eval",
+        num_classes=spec.num_classes,
+        seed=cfg.train.seed,
+        num_clips=cfg.eval.num_clips,
+        num_crops=cfg.eval.num_crops,
+    )
+    loader = clip_loader(
+        dataset,
+        ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+        cfg.eval.batch_size,
+        num_workers=cfg.data.num_workers,
+        device=ctx.device,
+        seed=cfg.train.seed,
+    )
     channels_last = use_channels_last(cfg.train.channels_last, ctx.device)
     prepare_model(model, ctx.device, channels_last)
     out = Path(cfg.logdir) / cfg.eval.output
@@ -172,11 +195,23 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     if cfg.eval.save_attention:
         on_batch = AttentionWriter(out / "attention", dataset, cfg, spec)
     skipped: List[str] = []
-    result = evaluate(model, loader, ctx, cfg.eval.average, amp_dtype=amp_dtype(cfg.train.amp, ctx.device),
-                      channels_last=channels_last, on_batch=on_batch, on_skipped=skipped.extend)
-    extra: Dict[str, Any] = {"checkpoint": str(checkpoint), "model": cfg.model.name,
-                             "average": cfg.eval.average, "num_clips": cfg.eval.num_clips,
-                             "num_crops": cfg.eval.num_crops}
+    result = evaluate(
+        model,
+        loader,
+        ctx,
+        cfg.eval.average,
+        amp_dtype=amp_dtype(cfg.train.amp, ctx.device),
+        channels_last=channels_last,
+        on_batch=on_batch,
+        on_skipped=skipped.extend,
+    )
+    extra: Dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "model": cfg.model.name,
+        "average": cfg.eval.average,
+        "num_clips": cfg.eval.num_clips,
+        "num_crops": cfg.eval.num_crops,
+    }
     if cfg.eval.explain_metrics:
         from ..explain.metrics import explanation_metrics
 
@@ -185,9 +220,14 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     if ctx.is_main:
         summary = write_reports(out, result, _class_names(cfg, spec), extra)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        log.info("Top-1 %s, Top-5 %s over %d videos x %d views; reports in %s",
-                 summary["top-1_accuracy"], summary["top-5_accuracy"], result.num_videos,
-                 result.views_per_video, out)
+        log.info(
+            "Top-1 %s, Top-5 %s over %d videos x %d views; reports in %s",
+            summary["top-1_accuracy"],
+            summary["top-5_accuracy"],
+            result.num_videos,
+            result.views_per_video,
+            out,
+        )
     if skipped:
         log.warning("%d videos could not be read and were skipped", len(skipped))
     barrier()

@@ -1,4 +1,5 @@
 """The one training loop, shared by `train_dp.py` and `train_ddp.py`."""
+
 from __future__ import annotations
 
 import json
@@ -56,17 +57,30 @@ class Trainer:
         self.skipped = 0
 
         torch.manual_seed(derive_seed(t.seed))  # the same initial weights on every rank and run
-        model = build_model(cfg.model.name, num_classes=cfg.model.num_classes, frame_length=d.frame_length,
-                            frame_size=d.frame_size, dropout=cfg.model.dropout, width=cfg.model.width,
-                            pretrained_2d=cfg.model.pretrained_2d, channel_order=d.channel_order,
-                            class_names=class_names)
+        model = build_model(
+            cfg.model.name,
+            num_classes=cfg.model.num_classes,
+            frame_length=d.frame_length,
+            frame_size=d.frame_size,
+            dropout=cfg.model.dropout,
+            width=cfg.model.width,
+            pretrained_2d=cfg.model.pretrained_2d,
+            channel_order=d.channel_order,
+            class_names=class_names,
+        )
         self.spec = model.spec
         if cfg.model.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = prepare_model(model, ctx.device, self.channels_last)
         self.optimizer = make_sgd(model.parameters(), ctx.device, t.lr, t.momentum, t.weight_decay, t.nesterov)
-        self.scheduler = build_scheduler(self.optimizer, schedule=t.schedule, epochs=t.epochs,
-                                         milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs)
+        self.scheduler = build_scheduler(
+            self.optimizer,
+            schedule=t.schedule,
+            epochs=t.epochs,
+            milestones=t.milestones,
+            gamma=t.gamma,
+            warmup_epochs=t.warmup_epochs,
+        )
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
         self.history: List[Dict[str, Any]] = []
@@ -105,8 +119,14 @@ class Trainer:
         if partial is not None:
             extra["partial_epoch"] = partial
         save_checkpoint(
-            self.logdir / name, self.model, self.spec.to_dict(), self.optimizer,
-            self.scheduler, epoch=epoch, iteration=self.iteration, best_score=self.best_score,
+            self.logdir / name,
+            self.model,
+            self.spec.to_dict(),
+            self.optimizer,
+            self.scheduler,
+            epoch=epoch,
+            iteration=self.iteration,
+            best_score=self.best_score,
             extra=extra,
         )
 
@@ -142,8 +162,9 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.train.seed, epoch, ctx.rank))
         jitter_gen = torch.Generator().manual_seed(derive_seed(cfg.train.seed, epoch, ctx.rank, 1))
         self.train_set.set_epoch(epoch)
-        sampler = DistributedSampler(self.train_set, ctx.world_size, ctx.rank, shuffle=True,
-                                     seed=cfg.train.seed, drop_last=True)
+        sampler = DistributedSampler(
+            self.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
+        )
         sampler.set_epoch(epoch)
         batch = cfg.train.batch_size
         steps = len(sampler) // batch
@@ -157,16 +178,24 @@ class Trainer:
                 torch.set_rng_state(self.partial["rng"][ctx.rank])
                 jitter_gen.set_state(self.partial["jitter_rng"][ctx.rank])
             else:
-                log.warning("resuming on %d processes instead of %d: the rest of this epoch "
-                            "draws fresh random numbers", ctx.world_size, len(self.partial["rng"]))
-            indices = list(sampler)[first * batch:]
+                log.warning(
+                    "resuming on %d processes instead of %d: the rest of this epoch draws fresh random numbers",
+                    ctx.world_size,
+                    len(self.partial["rng"]),
+                )
+            indices = list(sampler)[first * batch :]
             self.partial = None
         loader = self._loader(self.train_set, indices, batch, drop_last=True)
 
         self.net.train()
         seen, wait, start = 0, 0.0, time.perf_counter()
-        bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   leave=False, disable=(not ctx.is_main) or None)  # None: off when not a terminal
+        bar = tqdm(
+            total=steps,
+            initial=first,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            disable=(not ctx.is_main) or None,
+        )  # None: off when not a terminal
         it = iter(loader)
         for step in range(first, steps):
             t0 = time.perf_counter()
@@ -190,7 +219,8 @@ class Trainer:
             if not torch.isfinite(values).all():
                 raise TrainingError(
                     f"loss is {values[0].item()} at epoch {epoch + 1}, iteration {step + 1} "
-                    f"(global {self.iteration + 1}); the last checkpoint is kept")
+                    f"(global {self.iteration + 1}); the last checkpoint is kept"
+                )
             sums += values
             seen += labels.shape[0]
             self.iteration += 1
@@ -208,7 +238,9 @@ class Trainer:
         elapsed = time.perf_counter() - start
         means = (sums / max(1, steps)).tolist()
         return {
-            "loss": means[0], "loss_per": means[1], "loss_att": means[2],
+            "loss": means[0],
+            "loss_per": means[1],
+            "loss_att": means[2],
             "clips_per_s": seen * ctx.world_size / max(elapsed, 1e-9),
             "data_wait": wait / max(elapsed, 1e-9),
         }
@@ -231,8 +263,11 @@ class Trainer:
         partial = {"step": step, "sums": sums, "rng": rng, "jitter_rng": jitter_rng}
         self.save("checkpoint-latest.pt", epoch, partial)
         barrier()
-        log.warning("stopped by signal after epoch %d step %d; checkpoint-latest.pt written, "
-                    "continue with train.resume=latest", epoch + 1, step)
+        log.warning(
+            "stopped by signal after epoch %d step %d; checkpoint-latest.pt written, continue with train.resume=latest",
+            epoch + 1,
+            step,
+        )
 
     def _count_skipped(self, reasons) -> None:
         for reason in reasons:
@@ -240,15 +275,28 @@ class Trainer:
             log.warning("skipped a video (%d so far): %s", self.skipped, reason)
 
     def _loader(self, dataset, sampler, batch_size: int, drop_last: bool = False):
-        return clip_loader(dataset, sampler, batch_size, num_workers=self.cfg.data.num_workers,
-                           device=self.ctx.device, seed=self.cfg.train.seed, drop_last=drop_last)
+        return clip_loader(
+            dataset,
+            sampler,
+            batch_size,
+            num_workers=self.cfg.data.num_workers,
+            device=self.ctx.device,
+            seed=self.cfg.train.seed,
+            drop_last=drop_last,
+        )
 
     def validate(self) -> EvalResult:
         ctx = self.ctx
         sampler = ShardSampler(len(self.val_set), ctx.rank, ctx.world_size)
         loader = self._loader(self.val_set, sampler, self.cfg.eval.batch_size)
-        return evaluate(self.net, loader, ctx, amp_dtype=self.amp_dtype, channels_last=self.channels_last,
-                        on_skipped=self._count_skipped)
+        return evaluate(
+            self.net,
+            loader,
+            ctx,
+            amp_dtype=self.amp_dtype,
+            channels_last=self.channels_last,
+            on_skipped=self._count_skipped,
+        )
 
     def fit(self) -> Dict[str, Any]:
         if self.ctx.is_main:
@@ -300,8 +348,14 @@ class Trainer:
         w.flush()
         atomic_write_text(self.logdir / "history.json", json.dumps(self.history, indent=2) + "\n")
         val = record.get("val", {}).get("top-1_accuracy", {})
-        log.info("epoch %d: loss %.4f, val top-1 %s, %.1f clips/s, data wait %.0f%%",
-                 epoch, record["loss"], val or "-", record["clips_per_s"], 100 * record["data_wait"])
+        log.info(
+            "epoch %d: loss %.4f, val top-1 %s, %.1f clips/s, data wait %.0f%%",
+            epoch,
+            record["loss"],
+            val or "-",
+            record["clips_per_s"],
+            100 * record["data_wait"],
+        )
 
 
 def train(cfg: Config, launcher: str) -> Dict[str, Any]:
@@ -315,5 +369,3 @@ def train(cfg: Config, launcher: str) -> Dict[str, Any]:
         raise SystemExit(128 + stop.signum) from None
     finally:
         cleanup_distributed()
-
-

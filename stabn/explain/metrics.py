@@ -10,6 +10,7 @@ and the temporal hit.
   the spatial attention lies inside the target's box.
 - Temporal hit: the frame of peak temporal attention lies inside the event window.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,11 +94,16 @@ def _target_probability(model, target: int) -> Callable[[Tensor], Tensor]:
         out = model(batch)
         logits = out.logits if isinstance(out, STABNOutput) else out
         return logits.float().softmax(dim=1)[:, target].cpu()
+
     return prob
 
 
 def _ground_truth(cfg) -> Optional[Dict[str, Any]]:
-    path = Path(cfg.data.ground_truth) if cfg.data.ground_truth else Path(cfg.data.frames_root).parent / "ground_truth.json"
+    path = (
+        Path(cfg.data.ground_truth)
+        if cfg.data.ground_truth
+        else Path(cfg.data.frames_root).parent / "ground_truth.json"
+    )
     if not path.is_file():
         return None
     return json.loads(path.read_text())
@@ -130,7 +136,7 @@ def explanation_metrics(model, cfg, dataset, ctx) -> Dict[str, Any]:
         if not isinstance(item, tuple):
             continue  # skipped as corrupt
         views, label, _ = item
-        clip = spec.normalize(views[view:view + 1].to(ctx.device))[0]
+        clip = spec.normalize(views[view : view + 1].to(ctx.device))[0]
         out = model(clip.unsqueeze(0))
         target = int(out.logits.argmax())
         saliency = saliency_volume(out.spatial_attention[0], out.temporal_attention[0], (S, S))

@@ -4,6 +4,7 @@ Each frame is blended 0.6 * frame + 0.4 * jet(spatial attention, bilinearly upsa
 with a 20 px bar coloured by the frame's temporal attention above it; frames go in rows
 of 8.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,7 +54,7 @@ def attention_grid(tiles: Sequence[np.ndarray], per_row: int = FRAMES_PER_ROW) -
     grid = np.zeros((rows * th, cols * tw, 3), dtype=np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, per_row)
-        grid[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = tile
+        grid[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
     return grid
 
 
@@ -69,8 +70,14 @@ def attention_image(frames: np.ndarray, spatial: torch.Tensor, temporal: torch.T
     return attention_grid(attention_tiles(frames, spatial, temporal))
 
 
-def save_attention(path: Union[str, Path], frames: np.ndarray, spatial: torch.Tensor,
-                   temporal: torch.Tensor, gif: bool = False, gif_ms: int = 125) -> List[Path]:
+def save_attention(
+    path: Union[str, Path],
+    frames: np.ndarray,
+    spatial: torch.Tensor,
+    temporal: torch.Tensor,
+    gif: bool = False,
+    gif_ms: int = 125,
+) -> List[Path]:
     """Write the attention PNG (and, with `gif`, an animation of the overlaid frames)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

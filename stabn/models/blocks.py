@@ -3,6 +3,7 @@
 The two families differ only in kernel shapes and strides, so the blocks take those as
 arguments; module names (`conv1`, `bn1`, ..., `downsample`) are the original's.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple, Type, Union
@@ -66,9 +67,7 @@ class Bottleneck(nn.Module):
         kt1, kt2 = temporal_kernel, conv2_temporal_kernel
         self.conv1 = nn.Conv3d(inplanes, planes, (kt1, 1, 1), padding=(kt1 // 2, 0, 0), bias=False)
         self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = nn.Conv3d(
-            planes, planes, (kt2, 3, 3), stride=stride, padding=(kt2 // 2, 1, 1), bias=False
-        )
+        self.conv2 = nn.Conv3d(planes, planes, (kt2, 3, 3), stride=stride, padding=(kt2 // 2, 1, 1), bias=False)
         self.bn2 = nn.BatchNorm3d(planes)
         self.conv3 = nn.Conv3d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(planes * self.expansion)
@@ -122,9 +121,7 @@ DEPTHS = {
 def check_clip(x: Tensor, frame_length: Optional[int], model_name: str) -> None:
     """Fail early, with the shapes named, on a clip the model cannot take."""
     if x.dim() != 5 or x.shape[1] != 3:
-        raise ValueError(
-            f"{model_name} expects clips shaped [B, 3, T, H, W], got {list(x.shape)}"
-        )
+        raise ValueError(f"{model_name} expects clips shaped [B, 3, T, H, W], got {list(x.shape)}")
     if frame_length is not None and x.shape[2] != frame_length:
         raise ValueError(
             f"{model_name} was built for frame_length={frame_length} but got a clip of "

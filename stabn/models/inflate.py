@@ -4,6 +4,7 @@ Every Conv3d / BatchNorm3d whose parameter names exist in a torchvision ResNet s
 takes those values; a 2D kernel is repeated k_t times along time and divided by k_t, so a
 clip of identical frames gives the 2D network's activations.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,9 +46,7 @@ def inflate_tensor(weight_3d: Tensor, weight_2d: Tensor) -> Tensor:
     return weight_2d
 
 
-def inflate_2d_weights(
-    model: nn.Module, source: Union[str, os.PathLike, Mapping[str, Tensor]]
-) -> InflationReport:
+def inflate_2d_weights(model: nn.Module, source: Union[str, os.PathLike, Mapping[str, Tensor]]) -> InflationReport:
     """Fill `model`'s convolutions and batch norms from a torchvision 2D ResNet state dict
     (a mapping, or the path of a file saved with `torch.save(resnet.state_dict(), path)`)."""
     if isinstance(source, Mapping):

@@ -1,5 +1,6 @@
 """A ready model out of a checkpoint file: its spec read from the file or inferred from the
 weights, the model built and the weights loaded."""
+
 from __future__ import annotations
 
 import os
@@ -33,9 +34,7 @@ def infer_architecture(state_dict: Mapping[str, Tensor], source: PathLike = "<ch
     layers = tuple(_blocks_per_layer(state_dict, f"layer{i}") for i in range(1, 5))
     depth = next((d for d, (b, n) in DEPTHS.items() if b is block and n == layers), None)
     if depth is None:
-        raise CheckpointError(
-            f"{source}: no known depth has {block.__name__} blocks in layers {list(layers)}"
-        )
+        raise CheckpointError(f"{source}: no known depth has {block.__name__} blocks in layers {list(layers)}")
     stabn_model = "fc_att_out.weight" in state_dict
     num_classes = state_dict["fc.weight"].shape[0]
     arch = {
@@ -75,8 +74,12 @@ def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
     spec = resolve_spec(ckpt, path, **overrides)
     try:
         model = build_model(
-            spec.name, num_classes=spec.num_classes, frame_length=spec.frame_length,
-            frame_size=spec.frame_size, dropout=0.5 if overrides.get("dropout") is None else overrides["dropout"], width=spec.width,
+            spec.name,
+            num_classes=spec.num_classes,
+            frame_length=spec.frame_length,
+            frame_size=spec.frame_size,
+            dropout=0.5 if overrides.get("dropout") is None else overrides["dropout"],
+            width=spec.width,
         )
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: cannot build its model: {e}") from None

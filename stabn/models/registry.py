@@ -1,4 +1,5 @@
 """One table from model name to builder, and `build_model` to use it."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -56,17 +57,31 @@ def build_model(
     normalisation in that order) and `class_names` describe the model's input and output."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    for key, value in (("num_classes", num_classes), ("frame_length", frame_length),
-                       ("frame_size", frame_size), ("width", width)):
+    for key, value in (
+        ("num_classes", num_classes),
+        ("frame_length", frame_length),
+        ("frame_size", frame_size),
+        ("width", width),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    spec = ModelSpec(name=name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
-                     width=width, channel_order=channel_order, class_names=class_names)
+    spec = ModelSpec(
+        name=name,
+        num_classes=num_classes,
+        frame_length=frame_length,
+        frame_size=frame_size,
+        width=width,
+        channel_order=channel_order,
+        class_names=class_names,
+    )
     model = MODEL_REGISTRY[name](
-        num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
-        dropout=dropout, width=width,
+        num_classes=num_classes,
+        frame_length=frame_length,
+        frame_size=frame_size,
+        dropout=dropout,
+        width=width,
     )
     model.spec = spec
     if pretrained_2d is not None:

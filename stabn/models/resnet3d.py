@@ -1,4 +1,5 @@
 """3D ResNet baseline after Hara et al., with the original's module names."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -57,4 +58,3 @@ def resnet3d(depth: int, **kwargs) -> ResNet3D:
     """The 3D ResNet baseline of the given depth (18, 34, 50, 101 or 152)."""
     block, layers = DEPTHS[depth]
     return ResNet3D(block, layers, **kwargs)
-

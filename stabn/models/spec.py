@@ -1,5 +1,6 @@
 """What a model is and how to feed it, declared once and carried with the model and its
 checkpoints (in the spirit of timm's `pretrained_cfg` and torchvision's weights `meta`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,15 +44,15 @@ class ModelSpec:
         if self.class_names is not None:
             self.class_names = tuple(str(n) for n in self.class_names)
             if len(self.class_names) != self.num_classes:
-                raise ValueError(f"class_names has {len(self.class_names)} names for "
-                                 f"{self.num_classes} classes")
+                raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
 
     def class_name(self, index: int) -> str:
         """The name of class `index`, or its number when the classes are unnamed."""
         return self.class_names[index] if self.class_names is not None else str(index)
 
-    def normalize(self, clips: Tensor, jitter: Optional[JitterConfig] = None,
-                  generator: Optional[torch.Generator] = None) -> Tensor:
+    def normalize(
+        self, clips: Tensor, jitter: Optional[JitterConfig] = None, generator: Optional[torch.Generator] = None
+    ) -> Tensor:
         """uint8 RGB clips ``[..., 3, T, H, W]`` as the model takes them (see `normalize_batch`)."""
         return normalize_batch(clips, self.mean, self.std, jitter, generator, channel_order=self.channel_order)
 
@@ -68,12 +69,12 @@ class ModelSpec:
         return out
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelSpec:
         """The spec a checkpoint stored; keys this version does not know are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
-    def replace(self, **changes: Any) -> "ModelSpec":
+    def replace(self, **changes: Any) -> ModelSpec:
         """A copy with `changes`; changing `channel_order` alone brings its default mean/std."""
         if "channel_order" in changes and changes["channel_order"] != self.channel_order:
             changes.setdefault("mean", None)
@@ -89,8 +90,9 @@ def model_spec(model: nn.Module) -> ModelSpec:
     if isinstance(spec, ModelSpec):
         return spec
     fc = getattr(model, "fc", None)
-    return ModelSpec(name=type(model).__name__,
-                     num_classes=fc.out_features if isinstance(fc, nn.Linear) else 0,
-                     frame_length=getattr(model, "frame_length", DEFAULT_FRAME_LENGTH),
-                     frame_size=getattr(model, "frame_size", DEFAULT_FRAME_SIZE))
-
+    return ModelSpec(
+        name=type(model).__name__,
+        num_classes=fc.out_features if isinstance(fc, nn.Linear) else 0,
+        frame_length=getattr(model, "frame_length", DEFAULT_FRAME_LENGTH),
+        frame_size=getattr(model, "frame_size", DEFAULT_FRAME_SIZE),
+    )

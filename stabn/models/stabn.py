@@ -3,6 +3,7 @@
 Module names and the order of operations follow the original so that its checkpoints load
 unchanged and give the same outputs.
 """
+
 from __future__ import annotations
 
 import math
