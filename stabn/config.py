@@ -182,7 +182,7 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
 # Keys of earlier versions, still read from the config.yaml of older runs:
 # old key -> (new name, old type, conversion of the old value).
 _RENAMED: Dict[str, Tuple[str, type, Callable[[Any], Any]]] = {
-    "data.hflip": ("flip", bool, lambda on: "horizontal" if on else "none"),
+    "data.hflip": ("flip", bool, lambda on: "horizontal" if on else "none")
 }
 
 

@@ -50,6 +50,17 @@ def torchrun(script: str, *args: str, nproc: int = 2, launcher_args: tuple = ())
     ]
 
 
+def tiny_run(data, logdir, *extra: str, workers: int = 0, epochs: int = 1) -> List[str]:
+    """Overrides of configs/synthetic.yaml for a CPU-sized run on the synthetic dataset `data`
+    (width 4, 8 frames, 32 px crops), writing to `logdir`; `extra` overrides come last."""
+    return [
+        f"logdir={logdir}", "model.width=4", f"data.frames_root={data}/frames",
+        f"data.train_labels={data}/train.txt", f"data.val_labels={data}/val.txt",
+        f"data.class_names={data}/classes.txt", "data.frame_length=8", "data.frame_size=32",
+        f"data.num_workers={workers}", f"train.epochs={epochs}", *extra,
+    ]  # fmt: skip
+
+
 def run_module(module: str, args: Sequence[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` from the repository root, its output captured as text."""
     return subprocess.run(

@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from helpers import REPO
+from helpers import REPO, tiny_run
 from stabn.bench.__main__ import main as bench_main
 from stabn.checkpoint import read_checkpoint, read_state_dict
 from stabn.cli import stop_loader_workers
@@ -38,23 +38,16 @@ RANDOM_BYTES = ("000003", "000005.jpg")
 
 
 def tiny_overrides(data, logdir, workers=0):
-    return [
-        f"logdir={logdir}",
-        "model.width=4",
-        f"data.frames_root={data}/frames",
-        f"data.train_labels={data}/train.txt",
-        f"data.val_labels={data}/val.txt",
-        f"data.class_names={data}/classes.txt",
-        "data.frame_length=8",
-        "data.frame_size=32",
-        f"data.num_workers={workers}",
+    return tiny_run(
+        data,
+        logdir,
         "data.flip=none",
-        "train.epochs=1",
         "train.batch_size=2",
         "train.warmup_epochs=0",
         "train.milestones=[1]",
         "eval.batch_size=2",
-    ]
+        workers=workers,
+    )
 
 
 def train_cmd(data, logdir, *extra, workers=0):

@@ -11,24 +11,8 @@ from stabn.bench.loader import make_frames
 from stabn.data import read_label_file
 
 KEYS = {"clips_per_s", "decode_clips_per_s", "ratio", "mode", "frame_length", "frame_size", "decoder"}
-TINY = [
-    "--videos",
-    "2",
-    "--video-frames",
-    "6",
-    "--height",
-    "40",
-    "--width",
-    "56",
-    "--frame-length",
-    "4",
-    "--frame-size",
-    "32",
-    "--batch-size",
-    "2",
-    "--num-batches",
-    "2",
-]
+TINY = "--videos 2 --video-frames 6 --height 40 --width 56 --frame-length 4 --frame-size 32".split()
+TINY += "--batch-size 2 --num-batches 2".split()
 
 
 def bench(*args):

@@ -9,24 +9,8 @@ from stabn import build_model
 from stabn.bench.__main__ import main
 from stabn.bench.train import peak_tflops
 
-TINY = [
-    "--model",
-    "abn_resnet18",
-    "--width",
-    "4",
-    "--frame-length",
-    "4",
-    "--frame-size",
-    "32",
-    "--batch-size",
-    "2",
-    "--steps",
-    "2",
-    "--warmup",
-    "1",
-    "--device",
-    "cpu",
-]
+TINY = "--model abn_resnet18 --width 4 --frame-length 4 --frame-size 32".split()
+TINY += "--batch-size 2 --steps 2 --warmup 1 --device cpu".split()
 KEYS = {
     "mode",
     "model",

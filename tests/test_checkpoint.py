@@ -100,16 +100,10 @@ def test_our_checkpoint_describes_itself(tmp_path):
     } <= set(ckpt)
     assert ckpt["stabn_version"] == stabn.__version__
     assert ckpt["model_spec"] == {
-        "name": "abn_resnet34",
-        "num_classes": 9,
-        "frame_length": 6,
-        "frame_size": 48,
-        "width": 4,
-        "channel_order": "rgb",
-        "mean": [123.675, 116.28, 103.53],
-        "std": [58.395, 57.12, 57.375],
+        "name": "abn_resnet34", "num_classes": 9, "frame_length": 6, "frame_size": 48, "width": 4,
+        "channel_order": "rgb", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
         "class_names": names,
-    }
+    }  # fmt: skip
     loaded = stabn.load_pretrained(tmp_path / "c.pt")
     assert loaded.spec == model.spec
     x = torch.randn(2, 3, 6, 48, 48)
@@ -123,30 +117,14 @@ def test_checkpoint_of_the_earlier_format_loads(tmp_path):
     under `model` and no class names."""
     torch.manual_seed(0)
     model = build_model("abn_resnet18", num_classes=5, frame_length=4, frame_size=40, width=4)
-    torch.save(
-        {
-            "epoch": 2,
-            "iteration": 8,
-            "best_score": 0.5,
-            "model_state_dict": model.state_dict(),
-            "optimizer_state_dict": None,
-            "scheduler_state_dict": None,
-            "config": {
-                "model": "abn_resnet18",
-                "num_classes": 5,
-                "frame_length": 4,
-                "frame_size": 40,
-                "width": 4,
-                "channel_order": "rgb",
-                "mean": [123.675, 116.28, 103.53],
-                "std": [58.395, 57.12, 57.375],
-                "version": "0.1.0",
-            },
-            "run_config": {"logdir": "runs/x"},
-            "history": [],
-        },
-        tmp_path / "old.pt",
-    )
+    old_config = {
+        "model": "abn_resnet18", "num_classes": 5, "frame_length": 4, "frame_size": 40, "width": 4,
+        "channel_order": "rgb", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
+        "version": "0.1.0",
+    }  # fmt: skip
+    torch.save({"epoch": 2, "iteration": 8, "best_score": 0.5, "model_state_dict": model.state_dict(),
+                "optimizer_state_dict": None, "scheduler_state_dict": None, "config": old_config,
+                "run_config": {"logdir": "runs/x"}, "history": []}, tmp_path / "old.pt")  # fmt: skip
     loaded = stabn.load_pretrained(tmp_path / "old.pt")
     assert loaded.spec == ModelSpec(
         name="abn_resnet18", num_classes=5, frame_length=4, frame_size=40, width=4, channel_order="rgb"

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 import stabn
-from helpers import REPO, child_env, torchrun
+from helpers import REPO, SYNTHETIC_CONFIG, child_env, tiny_run, torchrun
 from stabn.config import load_config
 from stabn.data import ClipBatch, read_label_file
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
@@ -29,23 +29,7 @@ def trained_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     make_synthetic_dataset(data, num_train=8, num_val=NUM_VAL, frames=12, size=40, seed=5, workers=1)
     logdir = tmp_path_factory.mktemp("run")
-    cfg = load_config(
-        REPO / "configs/synthetic.yaml",
-        [
-            f"logdir={logdir}",
-            "model.width=4",
-            f"data.frames_root={data}/frames",
-            f"data.train_labels={data}/train.txt",
-            f"data.val_labels={data}/val.txt",
-            f"data.class_names={data}/classes.txt",
-            "data.frame_length=8",
-            "data.frame_size=32",
-            "data.num_workers=0",
-            "train.epochs=1",
-            "train.batch_size=4",
-            "eval.batch_size=2",
-        ],
-    )
+    cfg = load_config(SYNTHETIC_CONFIG, tiny_run(data, logdir, "train.batch_size=4", "eval.batch_size=2"))
     torch.set_num_threads(1)
     Trainer(cfg, DistContext()).fit()
     return logdir, data

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from helpers import REPO, CodePayload, child_env, torchrun
+from helpers import REPO, CodePayload, child_env, tiny_run, torchrun
 from stabn.checkpoint import read_checkpoint
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
@@ -26,25 +26,24 @@ def data(tmp_path_factory):
 
 
 def overrides(data, logdir, epochs=3, workers=0):
-    return [
-        f"logdir={logdir}",
-        "model.width=4",
-        f"data.frames_root={data}/frames",
-        f"data.train_labels={data}/train.txt",
-        f"data.val_labels={data}/val.txt",
-        "data.frame_length=8",
-        "data.frame_size=32",
-        f"data.num_workers={workers}",
-        f"train.epochs={epochs}",
+    return tiny_run(
+        data,
+        logdir,
         "train.batch_size=2",
         "train.lr=0.01",
         "train.milestones=[2]",
         "eval.batch_size=4",
-    ]
+        workers=workers,
+        epochs=epochs,
+    )
 
 
 def train_cmd(*args):
     return [sys.executable, str(REPO / "train_dp.py"), "--config", str(REPO / "configs/synthetic.yaml"), *args]
+
+
+def run(cmd, cwd):
+    return subprocess.run(cmd, env=child_env(), capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def start(cmd, log_path, cwd):
@@ -80,35 +79,15 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers)
     )
 
     # SIGTERM after step 30: the 6th of the second epoch's 24.
-    stopped = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "tests" / "stop_at_step.py"),
-            "30",
-            "--config",
-            str(REPO / "configs/synthetic.yaml"),
-            *overrides(data, cut, workers=workers),
-        ],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    stop_at_step = [sys.executable, str(REPO / "tests" / "stop_at_step.py"), "30"]
+    stopped = run(stop_at_step + train_cmd(*overrides(data, cut, workers=workers))[2:], tmp_path)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr
     ckpt = read_checkpoint(cut / "checkpoint-latest.pt")
     assert ckpt["epoch"] == 1 and ckpt["iteration"] == 30
     assert ckpt["partial_epoch"]["step"] == 6
 
-    resumed = subprocess.run(
-        train_cmd(*overrides(data, cut, workers=workers), "--resume", "latest"),
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    resumed = run(train_cmd(*overrides(data, cut, workers=workers), "--resume", "latest"), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr and "at epoch 2, step 6" in resumed.stderr
     a, b = final_state(whole), final_state(cut)

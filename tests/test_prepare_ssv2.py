@@ -18,11 +18,7 @@ from stabn.errors import DataError, StabnError  # noqa: E402
 W, H = 64, 48
 
 # Label indices deliberately differ from the JSON key order, to check category.txt ordering.
-LABELS = {
-    "Putting something on something": "1",
-    "Pushing something from left to right": "0",
-    "Holding something": "2",
-}
+LABELS = {"Putting something on something": "1", "Pushing something from left to right": "0", "Holding something": "2"}
 TRAIN = [("10", "Putting [something] on [something]", 8), ("11", "Holding [something]", 6)]
 VAL = [("20", "Pushing [something] from left to right", 9)]
 TEST = [("30", 7)]

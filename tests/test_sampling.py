@@ -28,11 +28,7 @@ def test_eval_starts(n, t, k, expected):
 
 @pytest.mark.parametrize(
     "padding, expected",
-    [
-        ("first", [0, 1, 2, 3, 4, 0, 0, 0]),
-        ("last", [0, 1, 2, 3, 4, 4, 4, 4]),
-        ("loop", [0, 1, 2, 3, 4, 0, 1, 2]),
-    ],
+    [("first", [0, 1, 2, 3, 4, 0, 0, 0]), ("last", [0, 1, 2, 3, 4, 4, 4, 4]), ("loop", [0, 1, 2, 3, 4, 0, 1, 2])],
 )
 def test_padding_of_short_videos(padding, expected):
     assert clip_indices(0, 5, 8, padding) == expected

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO, child_env, torchrun
+from helpers import REPO, child_env, tiny_run, torchrun
 from stabn.config import load_config
 from stabn.data import make_dataset
 from stabn.data.synthetic import make_synthetic_dataset
@@ -25,27 +25,20 @@ def tiny_data(tmp_path_factory):
 
 
 def tiny_overrides(data, logdir, epochs=2):
-    return [
-        f"logdir={logdir}",
+    return tiny_run(
+        data,
+        logdir,
         "model.name=abn_resnet18",
         "model.num_classes=8",
-        "model.width=4",
-        f"data.frames_root={data}/frames",
-        f"data.train_labels={data}/train.txt",
-        f"data.val_labels={data}/val.txt",
-        f"data.class_names={data}/classes.txt",
-        "data.frame_length=8",
-        "data.frame_size=32",
-        "data.num_workers=0",
         "data.flip=none",
-        f"train.epochs={epochs}",
         "train.batch_size=2",
         "train.lr=0.01",
         "train.milestones=[1]",
         "train.save_every=1",
         "train.log_every=1",
         "eval.batch_size=2",
-    ]
+        epochs=epochs,
+    )
 
 
 def test_shard_sampler_sees_every_index_once():

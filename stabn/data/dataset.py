@@ -34,14 +34,7 @@ from ..errors import DataError
 from .annotations import VideoRecord, count_frames, read_label_file
 from .decode import read_jpeg
 from .sampling import FRAME_TEMPLATE, PADDING_MODES, clip_indices, eval_starts, frame_paths, sample_rng, train_start
-from .transforms import (
-    FLIP_MODES,
-    crop_offsets,
-    mean_std,
-    normalize_batch,
-    orient_crops,
-    random_crop_offset,
-)
+from .transforms import FLIP_MODES, crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset
 
 PathLike = Union[str, "os.PathLike[str]"]
 MODES = ("train", "eval")

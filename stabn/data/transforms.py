@@ -168,10 +168,7 @@ class JitterParams(NamedTuple):
 
 
 def draw_jitter_params(
-    batch_size: int,
-    num_frames: int,
-    config: JitterConfig = JitterConfig(),
-    generator: Optional[torch.Generator] = None,
+    batch_size: int, num_frames: int, config: JitterConfig = JitterConfig(), generator: Optional[torch.Generator] = None
 ) -> JitterParams:
     """Draw the jitter of `batch_size` clips on the CPU, from `generator` (a CPU generator;
     the global one when None), so the draw does not depend on the training device."""

@@ -99,8 +99,7 @@ def make_layer(
     downsample = None
     if stride != (1, 1, 1) or inplanes != out_channels:
         downsample = nn.Sequential(
-            nn.Conv3d(inplanes, out_channels, 1, stride=stride, bias=False),
-            nn.BatchNorm3d(out_channels),
+            nn.Conv3d(inplanes, out_channels, 1, stride=stride, bias=False), nn.BatchNorm3d(out_channels)
         )
     kernels = dict(temporal_kernel=temporal_kernel, conv2_temporal_kernel=conv2_temporal_kernel)
     layers = [block(inplanes, planes, stride, downsample, **kernels)]

@@ -77,11 +77,7 @@ def build_model(
         class_names=class_names,
     )
     model = MODEL_REGISTRY[name](
-        num_classes=num_classes,
-        frame_length=frame_length,
-        frame_size=frame_size,
-        dropout=dropout,
-        width=width,
+        num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, dropout=dropout, width=width
     )
     model.spec = spec
     if pretrained_2d is not None:

@@ -65,37 +65,20 @@ class STABN(nn.Module):
             nn.BatchNorm3d(K),
             nn.ReLU(inplace=True),
         )
-        self.conv_att_out = nn.Sequential(
-            nn.Conv3d(K, K, 1, bias=False),
-            nn.AdaptiveAvgPool3d((T, 1, 1)),
-        )
+        self.conv_att_out = nn.Sequential(nn.Conv3d(K, K, 1, bias=False), nn.AdaptiveAvgPool3d((T, 1, 1)))
         self.dropout_att = nn.Dropout(dropout)
         self.fc_att_out = nn.Linear(K * T, K)
-        self.conv_spatial_att = nn.Sequential(
-            nn.Conv3d(K, 1, 1, bias=False),
-            nn.BatchNorm3d(1),
-            nn.Sigmoid(),
-        )
+        self.conv_spatial_att = nn.Sequential(nn.Conv3d(K, 1, 1, bias=False), nn.BatchNorm3d(1), nn.Sigmoid())
         self.conv_temp_att1 = nn.Sequential(
-            nn.Conv3d(K, 1, 3, padding=1, bias=False),
-            nn.BatchNorm3d(1),
-            nn.ReLU(inplace=True),
+            nn.Conv3d(K, 1, 3, padding=1, bias=False), nn.BatchNorm3d(1), nn.ReLU(inplace=True)
         )
         self.conv_temp_att2 = nn.Sequential(
-            nn.Conv2d(T, T, 1, bias=False),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(T, T, 1, bias=False), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
         )
-        self.conv_temp_att3 = nn.Sequential(
-            nn.Linear(T, T),
-            nn.ReLU(inplace=True),
-            nn.Linear(T, T),
-            nn.Sigmoid(),
-        )
+        self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
         # Fuses the spatially and the temporally weighted features back to layer3's width.
         self.conv_att_mechanism = nn.Sequential(
-            nn.Conv3d(width * 8 * e, width * 4 * e, 1, bias=False),
-            nn.BatchNorm3d(width * 4 * e),
+            nn.Conv3d(width * 8 * e, width * 4 * e, 1, bias=False), nn.BatchNorm3d(width * 4 * e)
         )
         self._init_weights()
 
