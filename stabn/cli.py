@@ -66,11 +66,18 @@ def run_cli(main: Callable[[], Optional[int]]) -> None:
 
 
 def setup_logging() -> None:
+    """Progress to stdout, warnings and errors to stderr: on bad input, stderr holds just the
+    one `error:` line. Under torchrun, ranks other than 0 log warnings only."""
     rank = int(os.environ.get("RANK", "0"))
+    progress = logging.StreamHandler(sys.stdout)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(message)s" if "RANK" in os.environ else "%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
+        handlers=[progress, problems],
     )
 
 
@@ -87,7 +94,8 @@ def config_parser(description: str) -> argparse.ArgumentParser:
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Config:
     parser = config_parser("Train a model from a YAML config with dotted overrides.")
     parser.add_argument("--resume", help="checkpoint path, or 'latest'; same as train.resume=...")
-    args = parser.parse_args(argv)
+    # Overrides may stand before, between and after the flags.
+    args = parser.parse_intermixed_args(argv)
     overrides: List[str] = list(args.overrides)
     if args.logdir:
         overrides.append(f"logdir={args.logdir}")
@@ -120,7 +128,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. eval.num_clips=2 eval.num_crops=3"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     def main() -> None:
         setup_logging()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,9 @@ class ModelConfig:
     num_classes: int = 174
     width: int = 64
     dropout: float = 0.5
-    pretrained_2d: Optional[str] = None  # local torchvision ResNet state-dict file
+    # 2D ImageNet weights inflated into the 3D model: "imagenet" (torchvision's IMAGENET1K_V1
+    # through its weights API and cache, $TORCH_HOME) or a local torchvision ResNet file.
+    pretrained_2d: Optional[str] = None
     sync_bn: bool = False
 
 
@@ -61,7 +64,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 150
-    batch_size: int = 8  # per process
+    # Per GPU (per process on the CPU) under every launcher: train_dp.py on N GPUs steps
+    # N x batch_size clips, torchrun with N processes too. The start-up log line says the total.
+    batch_size: int = 8
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -86,7 +91,12 @@ class EvalConfig:
     checkpoint: str = "best"  # best | latest | final | a path
     num_clips: int = 1
     num_crops: int = 1
-    batch_size: int = 8
+    batch_size: int = 8  # videos per GPU (per process on the CPU)
+    # Precision and layout of eval.py. The defaults, fp32 (no TF32) in NCDHW, reproduce the
+    # original's evaluation; bf16 and channels_last are faster on a GPU.
+    amp: str = "off"  # off | auto | bf16 | fp16
+    channels_last: bool = False
+    save_scores: bool = False  # scores.npz: each video's averaged scores of both branches
     average: str = "softmax"  # softmax | logits
     save_attention: bool = False
     attention_gif: bool = False
@@ -118,8 +128,26 @@ _CHOICES = {
     "data.flip": FLIP_MODES,
     "train.schedule": SCHEDULES,
     "train.amp": AMP_SETTINGS,
+    "eval.amp": AMP_SETTINGS,
     "eval.average": VIEW_AVERAGES,
 }
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML with only true / false as booleans (YAML 1.2): `amp: off` stays the string "off"."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 def _all_keys(cls: type = Config, prefix: str = "") -> List[str]:
@@ -147,7 +175,7 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         return _coerce(value, next(a for a in args if a is not type(None)), key, where)
     if isinstance(value, str) and hint is not str:
         try:
-            value = yaml.safe_load(value)
+            value = _yaml(value)
         except yaml.YAMLError:
             pass
     bad = ConfigError(f"{where}'{key}' expects {getattr(hint, '__name__', hint)}, got {value!r}")
@@ -225,8 +253,8 @@ def read_yaml(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, int]]:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
+        data = _yaml(text)
+        node = yaml.compose(text, Loader=_YamlLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -7,7 +7,7 @@ The figures behind the defaults are in docs/PERFORMANCE.md.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Dict, Optional
+from typing import ContextManager, Dict, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,18 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManag
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """Full fp32 on a GPU inside the block: cuDNN convolutions and matmuls without TF32, which
+    PyTorch allows for convolutions by default; the original's figures are fp32."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:

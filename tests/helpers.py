@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import List, Sequence
 
 import torch
+from torch import nn
+
+from stabn.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -113,3 +116,37 @@ def run_reference_input(model, ref: dict, fixtures_dir: Path, channels_last: boo
     with torch.no_grad():
         out = model.eval()(x)
     return list(out) if isinstance(out, tuple) else [out]
+
+
+def filled_reference_model(fixtures_dir: Path, name: str):
+    """The reference fixture's model with its weights filled by the fixture's rule, and the fixture."""
+    ref = load_reference(fixtures_dir, name)
+    model = build_model(
+        ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"]
+    )
+    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
+    return model, ref
+
+
+def save_like_the_original(model, path):
+    """As the original's trainer: DataParallel (keys get `module.`), SGD, MultiStepLR."""
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    wrapped = nn.DataParallel(model)
+    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [75, 125], 0.1)
+    for p in wrapped.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()  # momentum buffers now exist
+    scheduler.step()
+    model.load_state_dict(weights)  # the reference outputs belong to the filled weights
+    torch.save(
+        {
+            "epoch": 3,
+            "iteration": 120,
+            "best_score": 0.25,
+            "model_state_dict": wrapped.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "scheduler_state_dict": scheduler.state_dict(),
+        },
+        path,
+    )

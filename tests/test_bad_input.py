@@ -178,8 +178,11 @@ def runs(tmp, data, variants, trained, existing):
         "eval_half": eval_cmd(tmp / "e_half", half, data),
         "eval_classes": eval_cmd(tmp / "e_classes", ckpt, data, "model.num_classes=5"),
         "eval_length": eval_cmd(tmp / "e_length", ckpt, data, "data.frame_length=4"),
+        "imagenet_offline": train_cmd(data, tmp / "r_imagenet", "model.pretrained_2d=imagenet"),
     }
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # An empty torchvision cache, and downloads refused at once: no command here goes online.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp / "torch_home")}
+    env.update({var: "http://127.0.0.1:9" for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")})
 
     def run(cmd):
         return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=180)
@@ -279,6 +282,17 @@ def test_yaml_syntax_error_through_train_dp(runs, tmp):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_imagenet_weights_missing_offline_name_the_file_and_the_cache(runs, tmp):
+    cache = tmp / "torch_home" / "hub" / "checkpoints"
+    line = error_line(runs["imagenet_offline"])
+    assert line.startswith(f"error: ImageNet weights resnet18-f37072fd.pth are not in torchvision's cache {cache} and "
+                           "could not be downloaded (")  # fmt: skip
+    assert "Connection refused" in line  # why the download failed
+    assert line.endswith("): put the file from https://download.pytorch.org/models/resnet18-f37072fd.pth there, or "
+                         "give model.pretrained_2d a local file")  # fmt: skip
+
+
 def test_eval_truncated_checkpoint(runs, tmp):
     assert error_line(runs["eval_half"]).startswith(f"error: {tmp / 'half.pt'}: not a PyTorch checkpoint")
 

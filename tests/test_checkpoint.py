@@ -2,47 +2,20 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
 import stabn
-from helpers import CodePayload, fill_rule, load_reference, max_relative_error, reference_outputs, run_reference_input
+from helpers import (
+    CodePayload,
+    filled_reference_model,
+    max_relative_error,
+    reference_outputs,
+    run_reference_input,
+    save_like_the_original,
+)
 from stabn.checkpoint import read_checkpoint, save_checkpoint
 from stabn.errors import CheckpointError
 from stabn.fileio import atomic_write
 from stabn.models import ModelSpec, build_model, infer_architecture
-
-
-def filled_reference_model(fixtures_dir, name):
-    ref = load_reference(fixtures_dir, name)
-    model = build_model(
-        ref["model"], num_classes=ref["num_classes"], frame_length=ref["frame_length"], frame_size=ref["frame_size"]
-    )
-    model.load_state_dict(fill_rule(fixtures_dir).fill_params(model.state_dict()))
-    return model, ref
-
-
-def save_like_the_original(model, path):
-    """As the original's trainer: DataParallel (keys get `module.`), SGD, MultiStepLR."""
-    weights = {k: v.clone() for k, v in model.state_dict().items()}
-    wrapped = nn.DataParallel(model)
-    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [75, 125], 0.1)
-    for p in wrapped.parameters():
-        p.grad = torch.randn_like(p)
-    optimizer.step()  # momentum buffers now exist
-    scheduler.step()
-    model.load_state_dict(weights)  # the reference outputs belong to the filled weights
-    torch.save(
-        {
-            "epoch": 3,
-            "iteration": 120,
-            "best_score": 0.25,
-            "model_state_dict": wrapped.state_dict(),
-            "optimizer_state_dict": optimizer.state_dict(),
-            "scheduler_state_dict": scheduler.state_dict(),
-        },
-        path,
-    )
 
 
 @pytest.mark.parametrize("name", ["reference_abn_resnet18_t8_s64.json", "reference_resnet18_t16_s112.json"])

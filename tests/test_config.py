@@ -87,12 +87,34 @@ def test_shipped_configs_load(name):
     assert isinstance(cfg, Config)
 
 
-def test_ssv2_recipe_is_the_originals():
-    cfg = load_config(REPO / "configs/ssv2/abn_resnet50.yaml")
-    t = cfg.train
-    assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (150, 8, 0.01, 0.9, 5e-4)
-    assert (t.milestones, t.gamma, cfg.model.dropout) == ([75, 125], 0.1, 0.5)
-    assert (cfg.data.frame_length, cfg.data.frame_size, cfg.model.num_classes) == (32, 224, 174)
+def recipe_table():
+    """The README's "Reproducing the original" table: (element, stabn key, value) per row."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Reproducing the original") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[3].startswith("`"):
+            rows.append((cells[0], cells[3].strip("`"), cells[4].strip("`")))
+    return rows
+
+
+def test_the_recipe_table_covers_the_recipe():
+    keys = {key for _, key, _ in recipe_table()}
+    assert {"model.pretrained_2d", "data.flip", "train.nesterov", "train.batch_size", "train.lr", "train.milestones",
+            "train.epochs", "eval.amp", "data.frame_length", "data.frame_size"} <= keys  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "ssv2").glob("*.yaml")))
+def test_ssv2_config_is_the_originals_recipe(name):
+    cfg = load_config(REPO / "configs" / "ssv2" / name).to_dict()
+    for element, key, cell in recipe_table():
+        section, field = key.split(".")
+        ours = cfg[section][field]
+        value = cell if isinstance(ours, str) else yaml.safe_load(cell)
+        assert ours == value, f"{name}: {element} ({key}) is {ours!r}, not {value!r}"
+    assert cfg["model"]["num_classes"] == 174 and cfg["model"]["name"] == name.removesuffix(".yaml")
 
 
 @pytest.mark.slow
@@ -103,3 +125,12 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {path}:2: unknown config key 'train.epochz'; did you mean 'train.epochs'?"
+
+
+def test_yaml_off_and_on_are_strings_not_booleans(tmp_path):
+    """`amp: off` means the choice "off" (YAML 1.2), in a file and on the command line."""
+    path = write(tmp_path, "train:\n  amp: off\n  nesterov: true\neval:\n  amp: bf16\n  channels_last: false\n")
+    cfg = load_config(path, ["eval.amp=off"])
+    assert (cfg.train.amp, cfg.train.nesterov, cfg.eval.amp, cfg.eval.channels_last) == ("off", True, "off", False)
+    with pytest.raises(ConfigError, match=r"'train.nesterov' expects bool, got 'yes'"):
+        load_config(path, ["train.nesterov=yes"])

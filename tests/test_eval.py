@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -12,7 +13,17 @@ from PIL import Image
 from torch import nn
 
 import stabn
-from helpers import REPO, SYNTHETIC_CONFIG, child_env, tiny_run, torchrun
+from helpers import (
+    REPO,
+    SYNTHETIC_CONFIG,
+    child_env,
+    filled_reference_model,
+    reference_outputs,
+    run_reference_input,
+    save_like_the_original,
+    tiny_run,
+    torchrun,
+)
 from stabn.config import load_config
 from stabn.data import ClipBatch, read_label_file
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
@@ -103,13 +114,52 @@ def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
 def test_eval_in_channels_last_predicts_the_same(trained_run, tmp_path):
     """The GPU's default layout, asked for on the CPU, through eval.py."""
     logdir, _ = trained_run
-    for name, extra in (("ncdhw", []), ("channels_last", ["train.channels_last=true"])):
+    for name, extra in (("ncdhw", []), ("channels_last", ["eval.channels_last=true"])):
         proc = run_eval("--logdir", logdir, f"eval.output={name}", "eval.num_crops=3", *extra, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = logdir / "ncdhw", logdir / "channels_last"
-    assert yaml.safe_load((b / "config.yaml").read_text())["train"]["channels_last"] is True
-    assert json.loads((a / "results.json").read_text()) == json.loads((b / "results.json").read_text())
+    assert yaml.safe_load((b / "config.yaml").read_text())["eval"]["channels_last"] is True
+    results_a, results_b = (json.loads((d / "results.json").read_text()) for d in (a, b))
+    assert (results_a.pop("channels_last"), results_b.pop("channels_last")) == (False, True)
+    assert results_a == results_b
     assert (a / "confusion.csv").read_text() == (b / "confusion.csv").read_text()
+
+
+@pytest.mark.slow
+def test_eval_by_default_is_the_originals_fp32_forward(fixtures_dir, tmp_path):
+    """On a checkpoint of the original, eval.py in its default mode gives the scores of the fp32
+    forward that reproduces the original's reference outputs, whatever precision and layout the
+    run trained in; eval.amp=bf16 is what moves them."""
+    model, ref = filled_reference_model(fixtures_dir, "reference_abn_resnet18_t8_s64.json")
+    save_like_the_original(model, tmp_path / "original.pt")
+    loaded = stabn.load_pretrained(tmp_path / "original.pt")
+    for ours, theirs in zip(run_reference_input(loaded, ref, fixtures_dir), reference_outputs(ref)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+    videos = fixtures_dir / "preprocess"
+    (tmp_path / "run").mkdir()
+    # A run that trained in bf16 and channels_last: eval.py must not take that over.
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({"train": {"amp": "bf16", "channels_last": True}}))
+    common = ["--logdir", tmp_path / "run", "--checkpoint", tmp_path / "original.pt",
+              f"data.frames_root={videos}/frames", f"data.val_labels={videos}/labels.txt", "data.frame_length=8",
+              "data.frame_size=64", "data.num_workers=0", "eval.average=logits", "eval.save_scores=true"]  # fmt: skip
+    for name, extra in (("default", []), ("bf16", ["eval.amp=bf16"])):
+        proc = run_eval(*common, f"eval.output={name}", *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    records = read_label_file(videos / "labels.txt")
+    with torch.no_grad():
+        expected = [loaded(stabn.load_clip(videos / "frames" / r.video_id, 8, 64, r.num_frames)[None]) for r in records]
+    for name, close in (("default", True), ("bf16", False)):
+        scores = np.load(tmp_path / "run" / name / "scores.npz")
+        assert scores["video_ids"].tolist() == [r.video_id for r in records]
+        assert scores["labels"].tolist() == [r.label for r in records]
+        for key, field in (("per", "logits"), ("att", "att_logits")):
+            ours = torch.from_numpy(scores[key])
+            theirs = torch.cat([getattr(out, field) for out in expected])
+            assert ours.shape == (2, 174)
+            difference = (ours - theirs).abs().max().item()
+            assert (difference <= 1e-5) == close, (name, key, difference)
 
 
 @pytest.mark.slow
@@ -195,7 +245,8 @@ def test_evaluate_averages_views_like_the_hand_computation():
 def test_eval_under_torchrun_counts_each_video_once(trained_run, tmp_path):
     logdir, _ = trained_run
     proc = subprocess.run(
-        torchrun("eval.py", "--logdir", str(logdir), "eval.num_clips=2", "eval.num_crops=3", "eval.output=eval_ddp"),
+        # overrides before and after the flag alike
+        torchrun("eval.py", "eval.num_clips=2", "--logdir", str(logdir), "eval.num_crops=3", "eval.output=eval_ddp"),
         capture_output=True,
         text=True,
         env=child_env(),
@@ -212,3 +263,16 @@ def test_eval_under_torchrun_counts_each_video_once(trained_run, tmp_path):
     one = json.loads((logdir / "eval_single" / "results.json").read_text())
     assert ddp["top-1_accuracy"] == one["top-1_accuracy"] and ddp["top-5_accuracy"] == one["top-5_accuracy"]
     assert ddp["per_class_accuracy"] == one["per_class_accuracy"]
+
+
+def test_exact_fp32_turns_tf32_off_and_back():
+    from stabn.fastpath import exact_fp32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with exact_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

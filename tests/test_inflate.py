@@ -82,3 +82,52 @@ def test_build_model_takes_a_local_2d_file(resnet_files):
     model = build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=64, pretrained_2d=resnet_files[18])
     w2 = torch.load(resnet_files[18], weights_only=True)["layer1.0.conv1.weight"]
     torch.testing.assert_close(model.layer1[0].conv1.weight[:, :, 1], w2 / 3)
+
+
+@pytest.fixture
+def offline_torch_home(tmp_path, monkeypatch):
+    """An empty torchvision cache, and downloads refused at once (a closed local proxy)."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    return home
+
+
+@pytest.mark.parametrize("name,depth", [("abn_resnet18", 18), ("resnet50", 50)])
+def test_imagenet_weights_come_through_torchvision_and_its_cache(resnet_files, offline_torch_home, name, depth):
+    """`pretrained_2d="imagenet"` reads torchvision's IMAGENET1K_V1 file from its cache, where
+    a constructed state dict stands in for the download."""
+    from stabn.models.inflate import imagenet_weights_file
+
+    cached = imagenet_weights_file(depth)
+    assert cached.parent == offline_torch_home / "hub" / "checkpoints"
+    assert cached.name == {18: "resnet18-f37072fd.pth", 50: "resnet50-0676ba61.pth"}[depth]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(resnet_files[depth].read_bytes())
+
+    model = build_model(name, num_classes=10, frame_length=8, frame_size=64, pretrained_2d="imagenet")
+    state_2d, state_3d = torch.load(resnet_files[depth], weights_only=True), model.state_dict()
+    inflated = 0
+    for key, w2 in state_2d.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        w3 = state_3d[key]
+        expected = w2.unsqueeze(2).repeat(1, 1, w3.shape[2], 1, 1) / w3.shape[2] if w2.dim() == 4 else w2
+        torch.testing.assert_close(w3, expected, rtol=0, atol=0)
+        inflated += 1
+    assert inflated == sum(1 for k in state_2d if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
+
+
+def test_imagenet_weights_missing_offline_name_the_file_and_the_cache(offline_torch_home):
+    from stabn.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as caught:
+        build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=64, pretrained_2d="imagenet")
+    message = str(caught.value)
+    assert message.startswith("ImageNet weights resnet18-f37072fd.pth are not in torchvision's cache ")
+    assert str(offline_torch_home / "hub" / "checkpoints") in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message and "\n" not in message
+    assert not (offline_torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").exists()

@@ -47,9 +47,9 @@ def run(cmd, cwd):
 
 
 def start(cmd, log_path, cwd):
-    """Start `cmd` with stderr going to a file: a pipe nobody reads can fill and stall it."""
+    """Start `cmd` with its output going to a file: a pipe nobody reads can fill and stall it."""
     log = open(log_path, "w")
-    return subprocess.Popen(cmd, env=child_env(), stderr=log, stdout=subprocess.DEVNULL, text=True, cwd=cwd)
+    return subprocess.Popen(cmd, env=child_env(), stderr=subprocess.STDOUT, stdout=log, text=True, cwd=cwd)
 
 
 def wait_for(log_path, text, timeout=180):
@@ -89,7 +89,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(data, tmp_path, workers)
 
     resumed = run(train_cmd(*overrides(data, cut, workers=workers), "--resume", "latest"), tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr and "at epoch 2, step 6" in resumed.stderr
+    assert "resumed from" in resumed.stdout and "at epoch 2, step 6" in resumed.stdout
     a, b = final_state(whole), final_state(cut)
     assert a["iteration"] == b["iteration"] == 3 * 24
     for key, value in a["model_state_dict"].items():

@@ -198,15 +198,15 @@ def test_template_not_in_labels_names_file_and_id(dataset):
     assert not out.exists()  # bad input is caught before anything is written
 
 
-@pytest.mark.parametrize("breakage", ["missing_labels", "missing_test", "not_a_list", "no_video_dir"])
+@pytest.mark.parametrize("breakage", ["missing_labels", "missing_val", "not_a_list", "no_video_dir"])
 def test_bad_input_exits_2(dataset, capsys, breakage):
     videos, anno, out = dataset
     if breakage == "missing_labels":
         (anno / prep.LABELS_FILE).unlink()
         expect = prep.LABELS_FILE
-    elif breakage == "missing_test":
-        (anno / prep.SPLIT_FILES["test"]).unlink()
-        expect = prep.SPLIT_FILES["test"]
+    elif breakage == "missing_val":  # train and validation are required; test is not
+        (anno / prep.SPLIT_FILES["val"]).unlink()
+        expect = prep.SPLIT_FILES["val"]
     elif breakage == "not_a_list":
         (anno / prep.SPLIT_FILES["train"]).write_text('{"id": "10"}')
         expect = prep.SPLIT_FILES["train"]
@@ -256,3 +256,39 @@ def test_cli_end_to_end_parallel(dataset):
     assert len((out / "category.txt").read_text().splitlines()) == 3
     for vid, n in N_FRAMES.items():
         assert frame_files(out, vid) == [f"{i:06d}.jpg" for i in range(1, n + 1)]
+
+
+def test_test_annotations_are_optional(dataset):
+    videos, anno, out = dataset
+    (anno / prep.SPLIT_FILES["test"]).unlink()
+    s = run(dataset)
+    assert s.ok and s.done == 3 and s.missing_splits == ["test"]
+    assert (out / "train_videofolder.txt").read_text() == "10 8 1\n11 6 2\n"
+    assert not (out / "test_videofolder.txt").exists() and not (out / "frames" / "30").exists()
+    assert "test split skipped: no something-something-v2-test.json in the annotations" in s.format()
+
+
+def test_short_side_resizes_every_frame(dataset):
+    out = dataset[2]
+    assert prep.short_side_size(427, 240, 256) == (455, 256) and prep.short_side_size(48, 64, 32) == (32, 43)
+    s = run(dataset, short_side=32)
+    assert s.ok and s.done == 4
+    for vid, n in N_FRAMES.items():
+        for i in range(1, n + 1):
+            with Image.open(out / "frames" / vid / f"{i:06d}.jpg") as im:
+                assert im.size == (43, 32)  # 64 x 48 with its short side at 32
+                assert abs(float(np.asarray(im.convert("L")).mean()) - brightness(i - 1)) <= 4
+
+
+def test_another_short_side_on_the_same_out_dir_is_refused(dataset):
+    out = dataset[2]
+    run(dataset, short_side=32)
+    before = sorted(p.name for p in (out / "frames" / "10").iterdir())
+    with pytest.raises(
+        DataError,
+        match=r"its frames were extracted with --short-side 32, this run asks for "
+        r"them at the native size; use the same setting or another --out-dir",
+    ):
+        run(dataset)
+    assert sorted(p.name for p in (out / "frames" / "10").iterdir()) == before
+    assert run(dataset, short_side=32).skipped == 4  # the same setting resumes

@@ -1,13 +1,14 @@
 """The training loop for real: torchrun with two Gloo processes, resume, exact counting."""
 
 import json
+import logging
 import subprocess
 
 import pytest
 import torch
 import yaml
 
-from helpers import REPO, child_env, tiny_run, torchrun
+from helpers import REPO, SYNTHETIC_CONFIG, child_env, tiny_run, torchrun
 from stabn.config import load_config
 from stabn.data import make_dataset
 from stabn.data.synthetic import make_synthetic_dataset
@@ -51,9 +52,13 @@ def test_shard_sampler_sees_every_index_once():
 @pytest.mark.distributed
 def test_torchrun_two_processes(tiny_data, tmp_path):
     logdir = tmp_path / "run"
-    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs/synthetic.yaml"), *tiny_overrides(tiny_data, logdir))
+    overrides = tiny_overrides(tiny_data, logdir)
+    # Overrides before and after the flags alike.
+    cmd = torchrun("train_ddp.py", overrides[0], "--config", str(SYNTHETIC_CONFIG), *overrides[1:4],
+                   "--resume", "latest", *overrides[4:])  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[rank 0] batch 2 per process x 2 processes = 4; 3 steps an epoch" in proc.stdout
 
     for name in (
         "checkpoint-best.pt",
@@ -126,6 +131,22 @@ def test_resumed_run_is_bit_identical(tiny_data, tmp_path):
     ha = json.loads((a / "history.json").read_text())
     hb = json.loads((b / "history.json").read_text())
     assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
+
+
+def test_train_batch_size_is_per_gpu_under_data_parallel(tiny_data, tmp_path, caplog):
+    """train_dp.py on N GPUs steps N x train.batch_size clips, split by DataParallel (on the
+    CPU DataParallel passes the batch through whole)."""
+    cfg = load_config(SYNTHETIC_CONFIG, tiny_overrides(tiny_data, tmp_path / "run", epochs=1))
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg, DistContext(devices=2))
+    assert isinstance(trainer.net, torch.nn.DataParallel)
+    assert trainer.steps_per_epoch == 12 // (2 * 2)
+    with caplog.at_level(logging.INFO):
+        trainer.fit()
+    assert "batch 2 per GPU x 2 GPUs = 4; 3 steps an epoch" in caplog.text
+    assert trainer.iteration == 3
+    assert DistContext(device=torch.device("cuda"), devices=8).describe_batch(8) == "batch 8 per GPU x 8 GPUs = 64"
+    assert DistContext(world_size=2, distributed=True).describe_batch(8) == "batch 8 per process x 2 processes = 16"
 
 
 def test_different_epochs_see_different_data(tiny_data):

@@ -1,13 +1,15 @@
 """Prepare Something-Something V2: .webm videos -> JPEG frame folders + TSM-style label files.
 
     python -m stabn.data.prepare_ssv2 --video-dir V --anno-dir A --out-dir O [--workers N]
-        [--quality Q] [--limit K]
+        [--quality Q] [--limit K] [--short-side N]
 
 Writes, under O:
-    frames/<id>/000001.jpg ...   every decoded frame at the native rate
+    frames/<id>/000001.jpg ...   every decoded frame at the native rate, at the native size or
+                                 resized so that the short side is N (--short-side)
     train_videofolder.txt        `id num_frames class_idx` per line
     val_videofolder.txt          `id num_frames class_idx` per line
-    test_videofolder.txt         `id num_frames` per line (the test split has no labels)
+    test_videofolder.txt         `id num_frames` per line (the test split has no labels; only
+                                 when the annotations include something-something-v2-test.json)
     category.txt                 class names, one per line, ordered by class index
     failed.txt                   `id reason` per video that could not be decoded (only if any)
 
@@ -45,7 +47,9 @@ SPLIT_FILES = {
     "test": "something-something-v2-test.json",
 }
 LABELED_SPLITS = ("train", "val")
+OPTIONAL_SPLITS = ("test",)  # many copies of SSv2 come without the test annotations
 DONE_DIR = ".done"
+SETTINGS_FILE = "settings.json"  # in DONE_DIR: how the frames there were extracted
 PARTIAL_SUFFIX = ".partial"
 # How many failed ids the printed summary lists before pointing at failed.txt.
 MAX_FAILED_SHOWN = 20
@@ -64,6 +68,7 @@ class PrepareSummary:
     frames_written: int = 0
     seconds: float = 0.0
     label_files: Dict[str, Path] = field(default_factory=dict)
+    missing_splits: List[str] = field(default_factory=list)  # optional splits without annotations
 
     @property
     def ok(self) -> bool:
@@ -80,6 +85,8 @@ class PrepareSummary:
             shown = ", ".join(ids[:MAX_FAILED_SHOWN])
             more = f" (+{len(ids) - MAX_FAILED_SHOWN} more)" if len(ids) > MAX_FAILED_SHOWN else ""
             lines.append(f"failed ids: {shown}{more}; reasons in {self.out_dir / 'failed.txt'}")
+        for split in self.missing_splits:
+            lines.append(f"{split} split skipped: no {SPLIT_FILES[split]} in the annotations")
         lines.append(f"label files in {self.out_dir}")
         return "\n".join(lines)
 
@@ -203,8 +210,17 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}"
 
 
-def _decode_video(src: Path, dst: Path, quality: int) -> int:
-    """Write every frame of `src` as dst/000001.jpg ...; return the count."""
+def short_side_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
+    """(width, height) scaled so that the shorter of the two is `short_side`, rounded."""
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _decode_video(src: Path, dst: Path, quality: int, short_side: Optional[int] = None) -> int:
+    """Write every frame of `src` as dst/000001.jpg ..., resized to `short_side` when given
+    (bilinear, antialiased when shrinking); return the count."""
+    from PIL import Image
+
     av = _import_av()
     n = 0
     with av.open(str(src)) as container:
@@ -213,13 +229,16 @@ def _decode_video(src: Path, dst: Path, quality: int) -> int:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
             n += 1
-            frame.to_image().save(dst / (FRAME_TEMPLATE % n), format="JPEG", quality=quality)
+            image = frame.to_image()
+            if short_side is not None:
+                image = image.resize(short_side_size(*image.size, short_side), Image.BILINEAR)
+            image.save(dst / (FRAME_TEMPLATE % n), format="JPEG", quality=quality)
     return n
 
 
-def _process(job: Tuple[str, str, str, int]) -> _Result:
+def _process(job: Tuple[str, str, str, int, Optional[int]]) -> _Result:
     """Skip, or decode one video into its frames folder. Never raises: errors become results."""
-    vid, video_dir, out_dir, quality = job
+    vid, video_dir, out_dir, quality, short_side = job
     frames_root = Path(out_dir) / "frames"
     done_root = Path(out_dir) / DONE_DIR
     try:
@@ -237,7 +256,7 @@ def _process(job: Tuple[str, str, str, int]) -> _Result:
             return _Result(vid, "failed", error=f"video file not found: {src}")
         partial.mkdir(parents=True)
         try:
-            n = _decode_video(src, partial, quality)
+            n = _decode_video(src, partial, quality, short_side)
         except Exception as e:  # PyAV raises many types for corrupt data; all mean "skip it".
             _rmtree(partial)
             return _Result(vid, "failed", error=f"cannot decode {src.name}: {_one_line(e)}")
@@ -257,7 +276,27 @@ def _remove_stale_partials(frames_root: Path) -> None:
             _rmtree(Path(entry.path))
 
 
-def _run_jobs(jobs: Sequence[Tuple[str, str, str, int]], workers: int, progress: bool) -> Iterable[_Result]:
+def _check_settings(out_dir: Path, short_side: Optional[int]) -> None:
+    """Frames of one out dir come from one frame size: a rerun must ask for the same."""
+    path = out_dir / DONE_DIR / SETTINGS_FILE
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text()).get("short_side")
+    except (OSError, ValueError, AttributeError):
+        return
+    if before != short_side:
+
+        def said(value: Optional[int]) -> str:
+            return "at the native size" if value is None else f"with --short-side {value}"
+
+        raise DataError(f"{out_dir}: its frames were extracted {said(before)}, this run asks for them "
+                        f"{said(short_side)}; use the same setting or another --out-dir")  # fmt: skip
+
+
+def _run_jobs(
+    jobs: Sequence[Tuple[str, str, str, int, Optional[int]]], workers: int, progress: bool
+) -> Iterable[_Result]:
     from tqdm import tqdm
 
     bar = dict(total=len(jobs), unit="video", disable=not progress, dynamic_ncols=True)
@@ -296,6 +335,7 @@ def prepare_ssv2(
     quality: int = 95,
     limit: Optional[int] = None,
     progress: bool = True,
+    short_side: Optional[int] = None,
 ) -> PrepareSummary:
     """Extract SSv2 frames and write the label files; see the module docstring.
 
@@ -312,6 +352,8 @@ def prepare_ssv2(
         raise DataError(f"--quality must be in 1..100, got {quality}")
     if limit is not None and limit < 0:
         raise DataError(f"--limit must be >= 0, got {limit}")
+    if short_side is not None and short_side < 1:
+        raise DataError(f"--short-side must be at least 1, got {short_side}")
     if not anno_dir.is_dir():
         raise DataError(f"annotation directory not found: {anno_dir}")
     if not video_dir.is_dir():
@@ -321,21 +363,27 @@ def prepare_ssv2(
     classes = load_labels(anno_dir / LABELS_FILE)
     class_of = {name: i for i, name in enumerate(classes)}
     splits: Dict[str, List[Tuple[str, Optional[int]]]] = {}
+    missing: List[str] = []
     for split, fname in SPLIT_FILES.items():
+        if split in OPTIONAL_SPLITS and not (anno_dir / fname).exists():
+            missing.append(split)
+            continue
         entries = load_split(anno_dir / fname, class_of if split in LABELED_SPLITS else None)
         splits[split] = entries if limit is None else entries[:limit]
     _import_av()  # fail with the install hint now, not once per video in the workers
+    _check_settings(out_dir, short_side)
 
     frames_root = out_dir / "frames"
     frames_root.mkdir(parents=True, exist_ok=True)
     (out_dir / DONE_DIR).mkdir(exist_ok=True)
+    atomic_write_text(out_dir / DONE_DIR / SETTINGS_FILE, json.dumps({"short_side": short_side}) + "\n")
     _remove_stale_partials(frames_root)
 
     # A video listed in two splits must be decoded once, not twice at the same time.
     unique_ids = list(dict.fromkeys(vid for entries in splits.values() for vid, _ in entries))
-    jobs = [(vid, str(video_dir), str(out_dir), quality) for vid in unique_ids]
+    jobs = [(vid, str(video_dir), str(out_dir), quality, short_side) for vid in unique_ids]
 
-    summary = PrepareSummary(out_dir=out_dir)
+    summary = PrepareSummary(out_dir=out_dir, missing_splits=missing)
     counts: Dict[str, int] = {}
     for r in _run_jobs(jobs, workers, progress):
         if r.status == "failed":
@@ -384,6 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPUs this process may use)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality 1-100 (default 95)")
     p.add_argument("--limit", type=int, default=None, help="only the first K videos of each split (for a trial run)")
+    p.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        metavar="N",
+        help="resize frames so that their short side is N pixels (default: the native size, as the original)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -400,6 +455,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             quality=args.quality,
             limit=args.limit,
             progress=not args.no_progress,
+            short_side=args.short_side,
         )
     except StabnError as e:
         return report_error(e)

@@ -18,15 +18,24 @@ class DistContext:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     distributed: bool = False  # a torch.distributed process group is up
+    devices: int = 1  # GPUs this process drives: all visible ones under DataParallel
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def describe_batch(self, per_device: int) -> str:
+        """How `per_device` clips per GPU (or per process on the CPU) add up, e.g.
+        "batch 8 per GPU x 8 GPUs = 64"."""
+        unit = "GPU" if self.device.type == "cuda" or self.devices > 1 else "process"
+        count = self.world_size * self.devices
+        units = unit if count == 1 else {"GPU": "GPUs", "process": "processes"}[unit]
+        return f"batch {per_device} per {unit} x {count} {units} = {per_device * count}"
+
 
 def setup_distributed(launcher: str) -> DistContext:
     """`ddp`: join the process group torchrun describes (NCCL on GPUs, Gloo on CPU).
-    `dp`: one process using every visible GPU, or the CPU."""
+    `dp`: one process using every visible GPU (DataParallel), or the CPU."""
     if launcher == "ddp" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -38,8 +47,9 @@ def setup_distributed(launcher: str) -> DistContext:
         if not dist.is_initialized():
             _init_process_group(backend)
         return DistContext(rank, world, local_rank, device, True)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    return DistContext(device=device)
+    if torch.cuda.is_available():
+        return DistContext(device=torch.device("cuda"), devices=torch.cuda.device_count())
+    return DistContext()
 
 
 def _init_process_group(backend: str) -> None:

@@ -8,7 +8,7 @@ exactly one rank and the counts are summed, so the figures are exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,9 @@ class EvalResult:
     views_per_video: int
     per: ClassificationMeter
     att: Optional[ClassificationMeter]  # None for models without an attention branch
+    # With `keep_scores`: every video's dataset index and averaged scores [N, K] of each branch,
+    # gathered from every rank, in index order.
+    scores: Optional[Dict[str, Tensor]] = None
 
     def summary(self) -> Dict[str, Any]:
         """The original's keys (`top-1_accuracy` / `top-5_accuracy` with `per` and `att`)."""
@@ -53,19 +56,22 @@ def evaluate(
     on_batch: Optional[BatchCallback] = None,
     on_skipped: Optional[Callable[[Sequence[str]], None]] = None,
     progress: bool = True,
+    keep_scores: bool = False,
 ) -> EvalResult:
     """Top-1/Top-5 of both branches over `loader`, whose batches are `ClipBatch`es of
     RGB uint8 views [B, V, 3, T, S, S], normalised as the model's spec says; `on_skipped`
     hears of videos the loader dropped.
 
     `on_batch(clips, labels, indices, outputs)` sees each normalised batch (views flattened
-    to [B*V, ...]) and the model's raw output, e.g. to draw attention maps."""
+    to [B*V, ...]) and the model's raw output, e.g. to draw attention maps. `keep_scores` keeps
+    each video's averaged scores in the result."""
     model.eval()
     spec = model_spec(model)
     per = ClassificationMeter(spec.num_classes)
     # Decided up front, not from the outputs: a rank with no videos must still all-reduce.
     att = ClassificationMeter(spec.num_classes) if isinstance(unwrap_model(model), STABN) else None
     views_per_video = 0
+    kept: Dict[str, List[Tensor]] = {"index": [], "per": [], "att": []}
     bar = tqdm(loader, desc="eval", leave=False, disable=(not (progress and ctx.is_main)) or None)
     for views, labels, indices, skipped in bar:
         if skipped and on_skipped is not None:
@@ -80,14 +86,40 @@ def evaluate(
         with autocast(ctx.device, amp_dtype):
             outputs = model(clips)
         if isinstance(outputs, STABNOutput):
-            att.update(average_views(outputs.att_logits, v, average), labels)
+            att_scores = average_views(outputs.att_logits, v, average)
+            att.update(att_scores, labels)
+            if keep_scores:
+                kept["att"].append(att_scores.cpu())
             logits = outputs.logits
         else:
             logits = outputs
-        per.update(average_views(logits, v, average), labels)
+        per_scores = average_views(logits, v, average)
+        per.update(per_scores, labels)
+        if keep_scores:
+            kept["per"].append(per_scores.cpu())
+            kept["index"].append(indices.cpu())
         if on_batch is not None:
             on_batch(clips, labels, indices, outputs)
     per.all_reduce()
     if att is not None:
         att.all_reduce()
-    return EvalResult(per.count, views_per_video, per, att)
+    if att is None:
+        del kept["att"]
+    scores = _gather_scores(kept, spec.num_classes) if keep_scores else None
+    return EvalResult(per.count, views_per_video, per, att, scores)
+
+
+def _gather_scores(kept: Dict[str, List[Tensor]], num_classes: int) -> Dict[str, Tensor]:
+    """Every rank's kept scores, concatenated and sorted by dataset index."""
+    import torch.distributed as dist
+
+    # A rank without videos still takes part, with empty tensors.
+    empty = {"index": torch.empty(0, dtype=torch.int64)}
+    local = {key: torch.cat(parts) if parts else empty.get(key, torch.empty(0, num_classes))
+             for key, parts in kept.items()}  # fmt: skip
+    if dist.is_available() and dist.is_initialized():
+        everyone: List[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, local)
+        local = {key: torch.cat([part[key] for part in everyone]) for key in local}
+    order = local["index"].argsort()
+    return {key: value[order] for key, value in local.items()}

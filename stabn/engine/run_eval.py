@@ -3,6 +3,7 @@ per-class figures, attention images and, optionally, explanation metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -17,11 +18,11 @@ import yaml
 from PIL import Image
 
 from ..checkpoint import read_checkpoint
-from ..config import Config, layered_config, parse_overrides
+from ..config import Config, layered_config, parse_overrides, read_yaml
 from ..data import clip_loader, make_dataset, optional_class_names
 from ..errors import ConfigError
 from ..explain.visualize import jet, save_attention
-from ..fastpath import amp_dtype, prepare_model, use_channels_last
+from ..fastpath import amp_dtype, exact_fp32, prepare_model
 from ..fileio import atomic_write, atomic_write_text
 from ..models import ModelSpec, STABNOutput, load_pretrained
 from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
@@ -51,7 +52,7 @@ def resolve_eval_config(logdir: str, checkpoint: Optional[str], overrides: Seque
     layers: List = []
     saved_path = run / "config.yaml"
     if saved_path.is_file():
-        layers.append((yaml.safe_load(saved_path.read_text()) or {}, f"{saved_path}: "))
+        layers.append((read_yaml(saved_path)[0], f"{saved_path}: "))
     layers.append((command_line, "command line: "))
     layers.append(({"logdir": logdir}, "--logdir: "))
     cfg = layered_config(layers)
@@ -133,6 +134,17 @@ def write_reports(out: Path, result: EvalResult, names: Sequence[str], extra: Ma
     return summary
 
 
+def write_scores(path: Path, scores: Mapping[str, torch.Tensor], dataset) -> None:
+    """scores.npz: `video_ids`, `labels`, and each video's averaged scores of the perception
+    branch (`per`, [N, K]) and of the attention branch (`att`, where there is one)."""
+    records = [dataset.records[i] for i in scores["index"].tolist()]
+    arrays = {"video_ids": np.array([r.video_id for r in records]), "labels": np.array([r.label for r in records])}
+    arrays.update({key: value.numpy() for key, value in scores.items() if key != "index"})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
 class AttentionWriter:
     """Saves the attention image of one view per video (the middle clip, centre crop)."""
 
@@ -188,29 +200,26 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         device=ctx.device,
         seed=cfg.train.seed,
     )
-    channels_last = use_channels_last(cfg.train.channels_last, ctx.device)
-    prepare_model(model, ctx.device, channels_last)
+    # eval's own precision and layout, not training's: fp32 NCDHW unless asked.
+    precision = amp_dtype(cfg.eval.amp, ctx.device)
+    prepare_model(model, ctx.device, cfg.eval.channels_last)
     out = Path(cfg.logdir) / cfg.eval.output
     on_batch = None
     if cfg.eval.save_attention:
         on_batch = AttentionWriter(out / "attention", dataset, cfg, spec)
     skipped: List[str] = []
-    result = evaluate(
-        model,
-        loader,
-        ctx,
-        cfg.eval.average,
-        amp_dtype=amp_dtype(cfg.train.amp, ctx.device),
-        channels_last=channels_last,
-        on_batch=on_batch,
-        on_skipped=skipped.extend,
-    )
+    with exact_fp32() if precision is None else contextlib.nullcontext():
+        result = evaluate(model, loader, ctx, cfg.eval.average, amp_dtype=precision,
+                          channels_last=cfg.eval.channels_last, on_batch=on_batch, on_skipped=skipped.extend,
+                          keep_scores=cfg.eval.save_scores)  # fmt: skip
     extra: Dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "model": cfg.model.name,
         "average": cfg.eval.average,
         "num_clips": cfg.eval.num_clips,
         "num_crops": cfg.eval.num_crops,
+        "amp": cfg.eval.amp,
+        "channels_last": cfg.eval.channels_last,
     }
     if cfg.eval.explain_metrics:
         from ..explain.metrics import explanation_metrics
@@ -220,6 +229,8 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     if ctx.is_main:
         summary = write_reports(out, result, _class_names(cfg, spec), extra)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if result.scores is not None:
+            write_scores(out / "scores.npz", result.scores, dataset)
         log.info(
             "Top-1 %s, Top-5 %s over %d videos x %d views; reports in %s",
             summary["top-1_accuracy"],

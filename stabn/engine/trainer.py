@@ -92,7 +92,7 @@ class Trainer:
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.net: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        elif ctx.device.type == "cuda" and torch.cuda.device_count() > 1:
+        elif ctx.devices > 1:
             self.net = nn.DataParallel(model)
         else:
             self.net = model
@@ -166,10 +166,8 @@ class Trainer:
             self.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
         )
         sampler.set_epoch(epoch)
-        batch = cfg.train.batch_size
-        steps = len(sampler) // batch
-        if cfg.train.max_iters_per_epoch:
-            steps = min(steps, cfg.train.max_iters_per_epoch)
+        batch = cfg.train.batch_size * ctx.devices  # DataParallel splits it over the GPUs
+        steps = self.steps_per_epoch
         first, sums = 0, torch.zeros(3, dtype=torch.float64)
         indices: Any = sampler
         if self.partial is not None:  # an interrupted epoch: replay its state, skip its steps
@@ -245,6 +243,13 @@ class Trainer:
             "data_wait": wait / max(elapsed, 1e-9),
         }
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps of one epoch: every rank's share of the videos in whole batches."""
+        share = len(self.train_set) // self.ctx.world_size  # DistributedSampler with drop_last
+        steps = share // (self.cfg.train.batch_size * self.ctx.devices)
+        return min(steps, self.cfg.train.max_iters_per_epoch) if self.cfg.train.max_iters_per_epoch else steps
+
     def _empty_anywhere(self, empty: bool) -> bool:
         """Whether any rank's batch lost all its videos to `data.skip_corrupt`: then every
         rank skips the step, since DDP's gradient all-reduce needs all of them."""
@@ -288,7 +293,7 @@ class Trainer:
     def validate(self) -> EvalResult:
         ctx = self.ctx
         sampler = ShardSampler(len(self.val_set), ctx.rank, ctx.world_size)
-        loader = self._loader(self.val_set, sampler, self.cfg.eval.batch_size)
+        loader = self._loader(self.val_set, sampler, self.cfg.eval.batch_size * ctx.devices)
         return evaluate(
             self.net,
             loader,
@@ -299,6 +304,7 @@ class Trainer:
         )
 
     def fit(self) -> Dict[str, Any]:
+        log.info("%s; %d steps an epoch", self.ctx.describe_batch(self.cfg.train.batch_size), self.steps_per_epoch)
         if self.ctx.is_main:
             self.logdir.mkdir(parents=True, exist_ok=True)
         barrier()

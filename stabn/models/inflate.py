@@ -3,18 +3,28 @@
 Every Conv3d / BatchNorm3d whose parameter names exist in a torchvision ResNet state dict
 takes those values; a 2D kernel is repeated k_t times along time and divided by k_t, so a
 clip of identical frames gives the 2D network's activations.
+
+The ImageNet weights are torchvision's `IMAGENET1K_V1` files, the original's `model_urls`
+re-saved by torchvision in the newer serialization format; they are fetched the way
+torchvision fetches them, into its cache (`$TORCH_HOME/hub/checkpoints`), once.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.error
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Mapping, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..checkpoint import read_state_dict
+from ..errors import CheckpointError
+
+# `pretrained_2d` value that means torchvision's ImageNet weights of the backbone's depth.
+IMAGENET = "imagenet"
 
 
 @dataclass
@@ -31,6 +41,36 @@ class InflationReport:
             names = ", ".join(name for name, _, _ in self.mismatched[:3])
             text += f"; {len(self.mismatched)} skipped for shape mismatch ({names}, ...)"
         return text
+
+
+def imagenet_weights_file(depth: int) -> Path:
+    """Where torchvision keeps (or will keep) its IMAGENET1K_V1 ResNet-`depth` file."""
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(f"resnet{depth}").IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def imagenet_state_dict(depth: int) -> Dict[str, Tensor]:
+    """torchvision's IMAGENET1K_V1 weights of the 2D ResNet-`depth`, through its weights API:
+    read from its cache, downloaded there first where the file is missing."""
+    from torchvision.models import get_model_weights
+
+    weights = get_model_weights(f"resnet{depth}").IMAGENET1K_V1
+    path = imagenet_weights_file(depth)
+    try:
+        return weights.get_state_dict(progress=False, weights_only=True)
+    except (urllib.error.URLError, OSError) as e:
+        if path.is_file():
+            raise CheckpointError(f"{path}: cannot read torchvision's ImageNet weights ({e})") from None
+        reason = getattr(e, "reason", None) or e
+        raise CheckpointError(
+            f"ImageNet weights {path.name} are not in torchvision's cache {path.parent} and could not be "
+            f"downloaded ({reason}): put the file from {weights.url} there, or give model.pretrained_2d "
+            f"a local file"
+        ) from None
+    except Exception as e:  # a file in the cache that is not a checkpoint
+        raise CheckpointError(f"{path}: not a readable ImageNet weights file ({type(e).__name__}: {e})") from None
 
 
 def inflate_tensor(weight_3d: Tensor, weight_2d: Tensor) -> Tensor:

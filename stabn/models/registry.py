@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 from torch import nn
 
 from .blocks import DEPTHS
+from .inflate import IMAGENET, imagenet_state_dict, inflate_2d_weights
 from .resnet3d import resnet3d
 from .spec import DEFAULT_FRAME_SIZE, ModelSpec
 from .stabn import stabn
@@ -18,12 +19,13 @@ from .stabn import stabn
 log = logging.getLogger(__name__)
 
 MODEL_REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
-for _depth in DEPTHS:
-    MODEL_REGISTRY[f"resnet{_depth}"] = functools.partial(resnet3d, _depth)
-    MODEL_REGISTRY[f"abn_resnet{_depth}"] = functools.partial(stabn, _depth)
-for _depth in DEPTHS:
-    # The original's "v2" builds exactly the v1 architecture; kept as aliases.
-    MODEL_REGISTRY[f"abn_resnet{_depth}_v2"] = MODEL_REGISTRY[f"abn_resnet{_depth}"]
+DEPTH_OF: Dict[str, int] = {}  # model name -> backbone depth
+# The original's "v2" builds exactly the v1 architecture; kept as aliases, listed last.
+_NAMES = [entry for d in DEPTHS for entry in ((f"resnet{d}", resnet3d, d), (f"abn_resnet{d}", stabn, d))]
+_NAMES += [(f"abn_resnet{d}_v2", stabn, d) for d in DEPTHS]
+for _name, _builder, _depth in _NAMES:
+    MODEL_REGISTRY[_name] = functools.partial(_builder, _depth)
+    DEPTH_OF[_name] = _depth
 
 MODEL_NAMES = tuple(MODEL_REGISTRY)
 
@@ -52,8 +54,9 @@ def build_model(
 ) -> nn.Module:
     """Build a registered model, its `ModelSpec` set as `model.spec`.
 
-    `pretrained_2d` is a local torchvision ResNet state-dict file whose ImageNet weights are
-    inflated into the 3D model (nothing is downloaded). `channel_order` (with the original's
+    `pretrained_2d` inflates 2D ResNet weights into the 3D model: ``"imagenet"`` for
+    torchvision's IMAGENET1K_V1 weights of the same depth (through torchvision's weights API
+    and cache), or a local torchvision ResNet state-dict file. `channel_order` (with the original's
     normalisation in that order) and `class_names` describe the model's input and output."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
@@ -81,8 +84,7 @@ def build_model(
     )
     model.spec = spec
     if pretrained_2d is not None:
-        from .inflate import inflate_2d_weights
-
-        report = inflate_2d_weights(model, pretrained_2d)
+        source = imagenet_state_dict(DEPTH_OF[name]) if pretrained_2d == IMAGENET else pretrained_2d
+        report = inflate_2d_weights(model, source)
         log.info("%s", report.summary())
     return model
