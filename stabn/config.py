@@ -25,6 +25,7 @@ from .fastpath import AMP_SETTINGS
 from .fileio import atomic_write_text
 from .metrics import VIEW_AVERAGES
 from .models import MODEL_NAMES
+from .models.stabn import FUSIONS, SPATIAL_GATES
 from .optim import SCHEDULES
 
 
@@ -38,6 +39,9 @@ class ModelConfig:
     # through its weights API and cache, $TORCH_HOME) or a local torchvision ResNet file.
     pretrained_2d: Optional[str] = None
     sync_bn: bool = False
+    # ST-ABN's attention (stabn/models/stabn.py); the defaults are the original architecture.
+    spatial_gate: str = "residual"  # residual: x * (1 + s) | multiply: x * s
+    fusion: str = "concat"  # concat: [x * gate(s), x * a] | product: x * gate(s) * a
 
 
 @dataclass
@@ -83,6 +87,9 @@ class TrainConfig:
     save_every: int = 10
     val_every: int = 1
     log_every: int = 10
+    # Adds attention_sparsity * (mean spatial + mean temporal attention) to an ST-ABN's loss: the
+    # maps then keep only what the decision needs.
+    attention_sparsity: float = 0.0
     max_iters_per_epoch: int = 0  # 0: the whole epoch; >0 shortens epochs for smoke runs
 
 
@@ -127,6 +134,8 @@ _CHOICES = {
     "data.jitter": (*JITTER_MODES, "none"),
     "data.flip": FLIP_MODES,
     "train.schedule": SCHEDULES,
+    "model.spatial_gate": SPATIAL_GATES,
+    "model.fusion": FUSIONS,
     "train.amp": AMP_SETTINGS,
     "eval.amp": AMP_SETTINGS,
     "eval.average": VIEW_AVERAGES,
@@ -312,6 +321,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'eval.num_crops' must be 1 or 3, got {cfg.eval.num_crops!r}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout!r}")
+    if cfg.train.attention_sparsity < 0:
+        raise ConfigError(f"'train.attention_sparsity' must be at least 0, got {cfg.train.attention_sparsity!r}")
+    attention = (cfg.model.spatial_gate, cfg.model.fusion) != ("residual", "concat") or cfg.train.attention_sparsity
+    if attention and not cfg.model.name.startswith("abn_"):
+        raise ConfigError(f"'model.name' {cfg.model.name!r} has no attention branch: model.spatial_gate, "
+                          "model.fusion and train.attention_sparsity are ST-ABN options")  # fmt: skip
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
     if cfg.model.name not in MODEL_NAMES:

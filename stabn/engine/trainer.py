@@ -66,6 +66,8 @@ class Trainer:
             width=cfg.model.width,
             pretrained_2d=cfg.model.pretrained_2d,
             channel_order=d.channel_order,
+            spatial_gate=cfg.model.spatial_gate,
+            fusion=cfg.model.fusion,
             class_names=class_names,
         )
         self.spec = model.spec
@@ -207,7 +209,7 @@ class Trainer:
             clips = self.spec.normalize(clips, self.jitter, jitter_gen)
             clips = clips_layout(clips, self.channels_last)
             with autocast(ctx.device, self.amp_dtype):
-                loss, loss_per, loss_att = classification_losses(self.net(clips), labels)
+                loss, loss_per, loss_att = classification_losses(self.net(clips), labels, cfg.train.attention_sparsity)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

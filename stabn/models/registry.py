@@ -51,13 +51,17 @@ def build_model(
     pretrained_2d: Optional[Union[str, os.PathLike]] = None,
     channel_order: str = "bgr",
     class_names: Optional[Sequence[str]] = None,
+    spatial_gate: str = "residual",
+    fusion: str = "concat",
 ) -> nn.Module:
     """Build a registered model, its `ModelSpec` set as `model.spec`.
 
     `pretrained_2d` inflates 2D ResNet weights into the 3D model: ``"imagenet"`` for
     torchvision's IMAGENET1K_V1 weights of the same depth (through torchvision's weights API
     and cache), or a local torchvision ResNet state-dict file. `channel_order` (with the original's
-    normalisation in that order) and `class_names` describe the model's input and output."""
+    normalisation in that order) and `class_names` describe the model's input and output.
+    `spatial_gate` and `fusion` are ST-ABN's attention options (`stabn.models.stabn`); their
+    defaults build the original's architecture."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     for key, value in (
@@ -70,18 +74,18 @@ def build_model(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    spec = ModelSpec(
-        name=name,
-        num_classes=num_classes,
-        frame_length=frame_length,
-        frame_size=frame_size,
-        width=width,
-        channel_order=channel_order,
-        class_names=class_names,
-    )
+    options = {}
+    if (spatial_gate, fusion) != ("residual", "concat"):
+        if not is_stabn(name):
+            raise ValueError(f"{name} has no attention branch: spatial_gate and fusion are ST-ABN options")
+        options = {"spatial_gate": spatial_gate, "fusion": fusion}
+    spec = ModelSpec(name=name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
+                     width=width, channel_order=channel_order, class_names=class_names, spatial_gate=spatial_gate,
+                     fusion=fusion)  # fmt: skip
     model = MODEL_REGISTRY[name](
-        num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, dropout=dropout, width=width
-    )
+        num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, dropout=dropout, width=width,
+        **options,
+    )  # fmt: skip
     model.spec = spec
     if pretrained_2d is not None:
         source = imagenet_state_dict(DEPTH_OF[name]) if pretrained_2d == IMAGENET else pretrained_2d

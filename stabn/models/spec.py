@@ -25,7 +25,8 @@ class ModelSpec:
     normalisation) and the names of its classes.
 
     `mean` and `std` are in `channel_order`; left out, they are the original's constants in
-    that order. `class_names[i]` names class i (None: unnamed)."""
+    that order. `class_names[i]` names class i (None: unnamed). `spatial_gate` and `fusion`
+    are ST-ABN's attention options."""
 
     name: str
     num_classes: int
@@ -36,6 +37,9 @@ class ModelSpec:
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     class_names: Optional[Tuple[str, ...]] = None
+    # ST-ABN's attention options (`stabn.models.stabn`); the defaults are the original's.
+    spatial_gate: str = "residual"
+    fusion: str = "concat"
 
     def __post_init__(self) -> None:
         default_mean, default_std = mean_std(self.channel_order)

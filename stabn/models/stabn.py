@@ -14,6 +14,14 @@ from torch import Tensor, nn
 
 from .blocks import DEPTHS, Block, check_clip, make_layer
 
+# How the spatial map s weights layer3's features x: the original's x * (1 + s) keeps every
+# feature and at most doubles some; "multiply", x * s, passes only what the map keeps.
+SPATIAL_GATES = ("residual", "multiply")
+# How the spatially and the temporally weighted features meet: the original concatenates
+# x * gate(s) and x * a on channels; "product" weights x once by gate(s) * a, so the
+# perception branch sees nothing that either map removes.
+FUSIONS = ("concat", "product")
+
 
 class STABNOutput(NamedTuple):
     """Positions match the original's tuple `(out_per, out_att, spatial_att, temporal_att)`."""
@@ -37,10 +45,17 @@ class STABN(nn.Module):
         frame_size: int = 224,
         dropout: float = 0.5,
         width: int = 64,
+        spatial_gate: str = "residual",
+        fusion: str = "concat",
     ) -> None:
         super().__init__()
+        if spatial_gate not in SPATIAL_GATES:
+            raise ValueError(f"spatial_gate must be one of {SPATIAL_GATES}, got {spatial_gate!r}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.frame_length = frame_length
         self.frame_size = frame_size
+        self.spatial_gate, self.fusion = spatial_gate, fusion
         T, K, e = frame_length, num_classes, block.expansion
 
         self.conv1 = nn.Conv3d(3, width, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
@@ -77,8 +92,9 @@ class STABN(nn.Module):
         )
         self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
         # Fuses the spatially and the temporally weighted features back to layer3's width.
+        fused = width * 8 * e if fusion == "concat" else width * 4 * e
         self.conv_att_mechanism = nn.Sequential(
-            nn.Conv3d(width * 8 * e, width * 4 * e, 1, bias=False), nn.BatchNorm3d(width * 4 * e)
+            nn.Conv3d(fused, width * 4 * e, 1, bias=False), nn.BatchNorm3d(width * 4 * e)
         )
         self._init_weights()
 
@@ -105,7 +121,11 @@ class STABN(nn.Module):
         temporal = self.conv_temp_att2(temporal).view(b, t)
         temporal = self.conv_temp_att3(temporal).view(b, 1, t, 1, 1)
 
-        x = torch.cat((x * (1 + spatial), x * temporal), dim=1)
+        gate = 1 + spatial if self.spatial_gate == "residual" else spatial
+        if self.fusion == "concat":
+            x = torch.cat((x * gate, x * temporal), dim=1)
+        else:
+            x = x * (gate * temporal)
         x = self.layer4(self.conv_att_mechanism(x))
         logits = self.fc(self.dropout_per(self.avgpool(x).flatten(1)))
         return STABNOutput(logits, att_logits, spatial, temporal)

@@ -1,0 +1,100 @@
+"""ST-ABN's attention options: what each changes in the forward pass and the loss, how they
+travel with checkpoints, and that the defaults stay the original architecture."""
+
+import pytest
+import torch
+
+import stabn
+from stabn.checkpoint import save_checkpoint
+from stabn.config import load_config
+from stabn.engine.losses import classification_losses
+from stabn.errors import ConfigError
+from stabn.models import build_model
+
+TINY = dict(num_classes=5, frame_length=4, frame_size=32, width=4)
+
+
+def set_map(module, value):
+    """Make the attention map `module` outputs `value` everywhere (a forward hook)."""
+    return module.register_forward_hook(lambda mod, args, out: torch.full_like(out, value))
+
+
+@torch.no_grad()
+def test_multiply_gate_passes_only_what_the_spatial_map_keeps():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 1, 3, 4, 32, 32)
+    for gate, blind in (("multiply", True), ("residual", False)):
+        model = build_model("abn_resnet18", **TINY, spatial_gate=gate, fusion="product").eval()
+        set_map(model.conv_spatial_att, 0.0)
+        set_map(model.conv_temp_att3, 1.0)
+        # With the map at 0 a multiplying gate leaves layer4 nothing of the clip: every clip
+        # gets the same perception logits. The residual gate x * (1 + 0) keeps it all.
+        same = torch.allclose(model(a).logits, model(b).logits, atol=1e-6)
+        assert same == blind, gate
+
+
+@torch.no_grad()
+def test_product_fusion_lets_the_temporal_map_remove_frames():
+    torch.manual_seed(0)
+    clip = torch.randn(1, 3, 4, 32, 32)
+    for fusion, blind in (("product", True), ("concat", False)):
+        model = build_model("abn_resnet18", **TINY, spatial_gate="residual", fusion=fusion).eval()
+        set_map(model.conv_spatial_att, 0.5)
+        set_map(model.conv_temp_att3, 0.0)
+        other = clip.clone()
+        other[:, :, 1:] = torch.randn_like(other[:, :, 1:])  # the same first frame only
+        # Temporal attention 0: a product fusion sees no frame at all; concat still sees x * (1 + s).
+        assert torch.allclose(model(clip).logits, model(other).logits, atol=1e-6) == blind, fusion
+    concat = build_model("abn_resnet18", **TINY)
+    product = build_model("abn_resnet18", **TINY, fusion="product")
+    assert concat.conv_att_mechanism[0].in_channels == 2 * product.conv_att_mechanism[0].in_channels
+
+
+def test_the_defaults_are_the_original_architecture():
+    default = build_model("abn_resnet18", **TINY)
+    explicit = build_model("abn_resnet18", **TINY, spatial_gate="residual", fusion="concat")
+    assert [(k, v.shape) for k, v in default.state_dict().items()] == [
+        (k, v.shape) for k, v in explicit.state_dict().items()
+    ]
+    assert (default.spec.spatial_gate, default.spec.fusion) == ("residual", "concat")
+    with pytest.raises(ValueError, match="resnet18 has no attention branch"):
+        build_model("resnet18", **TINY, fusion="product")
+    with pytest.raises(ValueError, match="spatial_gate must be one of"):
+        build_model("abn_resnet18", **TINY, spatial_gate="sigmoid")
+
+
+def test_options_travel_with_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("abn_resnet18", **TINY, spatial_gate="multiply", fusion="product").eval()
+    save_checkpoint(tmp_path / "c.pt", model, model.spec.to_dict())
+    loaded = stabn.load_pretrained(tmp_path / "c.pt")
+    assert (loaded.spec.spatial_gate, loaded.spec.fusion) == ("multiply", "product")
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, loaded(x).logits, rtol=0, atol=0)
+    # A bare state dict says which fusion it has (not which gate: that needs the spec).
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    assert stabn.load_pretrained(tmp_path / "bare.pt", frame_length=4).spec.fusion == "product"
+
+
+def test_attention_sparsity_adds_the_mean_of_both_maps():
+    torch.manual_seed(0)
+    model = build_model("abn_resnet18", **TINY, spatial_gate="multiply", fusion="product")
+    out = model(torch.randn(2, 3, 4, 32, 32))
+    labels = torch.tensor([1, 3])
+    plain, per, att = classification_losses(out, labels)
+    sparse, per2, att2 = classification_losses(out, labels, attention_sparsity=0.5)
+    torch.testing.assert_close(plain, per + att)
+    area = out.spatial_attention.mean() + out.temporal_attention.mean()
+    torch.testing.assert_close(sparse, plain + 0.5 * area)
+    assert torch.equal(per, per2) and torch.equal(att, att2)
+
+
+def test_config_takes_the_options_for_st_abn_only():
+    cfg = load_config(None, ["model.name=abn_resnet18", "model.spatial_gate=multiply", "model.fusion=product",
+                             "train.attention_sparsity=0.5"])  # fmt: skip
+    assert (cfg.model.spatial_gate, cfg.model.fusion, cfg.train.attention_sparsity) == ("multiply", "product", 0.5)
+    with pytest.raises(ConfigError, match="'model.fusion' must be one of concat, product, got 'sum'"):
+        load_config(None, ["model.fusion=sum"])
+    with pytest.raises(ConfigError, match="'model.name' 'resnet18' has no attention branch"):
+        load_config(None, ["model.name=resnet18", "train.attention_sparsity=0.1"])
