@@ -8,7 +8,12 @@ and the temporal hit.
   should rise fast (high AUC is good).
 - Pointing game: in each frame of the event window where the target is visible, the peak of
   the spatial attention lies inside the target's box.
+- Energy in box: in those same frames, the share of the map's mass inside the target's box.
 - Temporal hit: the frame of peak temporal attention lies inside the event window.
+- Temporal energy: the share of a temporal profile's mass inside the event window.
+
+`bootstrap_interval` gives a percentile interval of any of them over videos; the explanation
+benchmark (`stabn.explain.benchmark`) reports every figure with one.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..checkpoint import unwrap_model
-from ..data import center_crop_offset
+from ..data import FrameClipDataset, center_crop_offset
 from ..models import STABN, STABNOutput, model_spec
 
 log = logging.getLogger(__name__)
@@ -69,19 +74,45 @@ def box_hit(point: Tuple[float, float], box: Sequence[float]) -> bool:
     return box[0] <= x <= box[2] and box[1] <= y <= box[3]
 
 
+def scored_frames(boxes: Sequence[Box], in_event: Sequence[bool]) -> List[int]:
+    """The frames the box metrics score: those of the event window where the target is
+    visible (its box is not None)."""
+    return [t for t, (box, inside) in enumerate(zip(boxes, in_event)) if inside and box is not None]
+
+
 def pointing_game(saliency: Tensor, boxes: Sequence[Box], in_event: Sequence[bool]) -> Tuple[int, int]:
     """(hits, frames counted): frames of the event window with a visible target whose
     attention peak (pixel centre, in the boxes' coordinates) falls inside the box."""
-    hits = total = 0
-    t, h, w = saliency.shape
-    for i in range(t):
-        if not in_event[i] or boxes[i] is None:
-            continue
-        flat = int(saliency[i].argmax())
-        y, x = divmod(flat, w)
-        total += 1
-        hits += box_hit((x + 0.5, y + 0.5), boxes[i])
-    return hits, total
+    frames = scored_frames(boxes, in_event)
+    w = saliency.shape[-1]
+    hits = 0
+    for t in frames:
+        y, x = divmod(int(saliency[t].argmax()), w)
+        hits += box_hit((x + 0.5, y + 0.5), boxes[t])
+    return hits, len(frames)
+
+
+def _overlap(length: int, low: float, high: float) -> Tensor:
+    """How much of each pixel [i, i + 1), i < length, lies inside [low, high]."""
+    edges = torch.arange(length, dtype=torch.float64)
+    return ((edges + 1).clamp(max=high) - edges.clamp(min=low)).clamp(min=0)
+
+
+def box_energy(frame: Tensor, box: Sequence[float]) -> float:
+    """The share of a non-negative map's mass [H, W] inside `box` [x0, y0, x1, y1], each pixel
+    counted by the part of it the box covers; 0 for a map without mass."""
+    frame = frame.detach().double().cpu()
+    total = float(frame.sum())
+    if total <= 0:
+        return 0.0
+    h, w = frame.shape
+    weights = _overlap(h, box[1], box[3])[:, None] * _overlap(w, box[0], box[2])[None, :]
+    return float((frame * weights).sum()) / total
+
+
+def energy_in_box(saliency: Tensor, boxes: Sequence[Box], in_event: Sequence[bool]) -> List[float]:
+    """`box_energy` of each frame `pointing_game` counts, in frame order."""
+    return [box_energy(saliency[t], boxes[t]) for t in scored_frames(boxes, in_event)]
 
 
 def temporal_hit(temporal: Tensor, in_event: Sequence[bool]) -> bool:
@@ -89,11 +120,80 @@ def temporal_hit(temporal: Tensor, in_event: Sequence[bool]) -> bool:
     return bool(in_event[int(temporal.detach().flatten().argmax())])
 
 
-def _target_probability(model, target: int) -> Callable[[Tensor], Tensor]:
+def temporal_energy(profile: Tensor, in_event: Sequence[bool]) -> float:
+    """The share of a non-negative temporal profile's mass [T] inside the event window; 0 for a
+    profile without mass."""
+    p = profile.detach().double().flatten().cpu()
+    total = float(p.sum())
+    if total <= 0:
+        return 0.0
+    return float(p[torch.tensor([bool(v) for v in in_event])].sum()) / total
+
+
+def mean_of_rows(samples: Tensor) -> Tensor:
+    """The statistic of `bootstrap_interval` by default: each resample's mean, [R, N] -> [R]."""
+    return samples.mean(dim=1)
+
+
+def ratio_of_sums(samples: Tensor) -> Tensor:
+    """Each resample's sum of column 0 over its sum of column 1, [R, N, 2] -> [R] (NaN where
+    the denominator is 0): the pointing game's hits over frames, or one mean over another."""
+    sums = samples.sum(dim=1)
+    return sums[:, 0] / sums[:, 1]
+
+
+def bootstrap_interval(
+    rows: Any,
+    statistic: Callable[[Tensor], Tensor] = mean_of_rows,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Tuple[float, float]:
+    """Percentile bootstrap interval of `statistic` over videos: `rows` holds one row per
+    video ([N] values, or [N, k]); `resamples` times N rows are drawn with replacement (from
+    `seed`), the statistic is computed on each draw ([R, N, ...] -> [R]), and the interval is
+    the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of those figures (draws where
+    it is undefined, NaN, left out)."""
+    values = torch.as_tensor(rows, dtype=torch.float64)
+    if values.shape[0] == 0:
+        raise ValueError("bootstrap_interval needs at least one row")
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"need resamples >= 1 and 0 < confidence < 1, got {resamples} and {confidence}")
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(values.shape[0], (resamples, values.shape[0]), generator=gen)
+    figures = statistic(values[picks])
+    alpha = (1 - confidence) / 2
+    low, high = torch.nanquantile(figures, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
+    return low, high
+
+
+def clip_ground_truth(
+    dataset: FrameClipDataset, index: int, truth: Dict[str, Any], view: int
+) -> Tuple[List[bool], List[Box]]:
+    """For the clip of view `view` (a centre crop) of video `index`, and the video's
+    ground-truth entry `truth` ("event": [first, stop), "boxes" per video frame, in frame
+    coordinates): per clip frame, whether it is in the event window, and the target's box in
+    the crop's coordinates (None where the target is invisible)."""
+    frames = dataset.clip_frames(index)[view // dataset.num_crops]
+    first, stop = truth["event"]
+    in_event = [first <= f < stop for f in frames]
+    with Image.open(dataset.frame_paths(index)[0]) as im:
+        width, height = im.size
+    y0, x0 = center_crop_offset(height, width, dataset.frame_size)
+    return in_event, [_shift(truth["boxes"][f], x0, y0) for f in frames]
+
+
+def target_probability(model, target: int, batch_size: Optional[int] = None) -> Callable[[Tensor], Tensor]:
+    """A function from a batch of clips to the softmax probability of class `target` that
+    `model` (perception branch) gives each, on the CPU; `batch_size` clips a forward at most."""
+
     def prob(batch: Tensor) -> Tensor:
-        out = model(batch)
-        logits = out.logits if isinstance(out, STABNOutput) else out
-        return logits.float().softmax(dim=1)[:, target].cpu()
+        parts = []
+        for chunk in batch.split(batch_size or len(batch)):
+            out = model(chunk)
+            logits = out.logits if isinstance(out, STABNOutput) else out
+            parts.append(logits.float().softmax(dim=1)[:, target].cpu())
+        return torch.cat(parts)
 
     return prob
 
@@ -140,7 +240,7 @@ def explanation_metrics(model, cfg, dataset, ctx) -> Dict[str, Any]:
         out = model(clip.unsqueeze(0))
         target = int(out.logits.argmax())
         saliency = saliency_volume(out.spatial_attention[0], out.temporal_attention[0], (S, S))
-        prob = _target_probability(model, target)
+        prob = target_probability(model, target)
         order = saliency.flatten().argsort(descending=True, stable=True)
         random_order = torch.randperm(order.numel(), generator=gen).to(order.device)
         for offset, o in ((0, order), (2, random_order)):
@@ -153,13 +253,7 @@ def explanation_metrics(model, cfg, dataset, ctx) -> Dict[str, Any]:
         gt = truth.get(record.video_id) if truth else None
         if gt is None:
             continue
-        frames = dataset.clip_frames(index)[view // dataset.num_crops]
-        first, stop = gt["event"]
-        in_event = [first <= f < stop for f in frames]
-        with Image.open(dataset.frame_paths(index)[0]) as im:
-            width, height = im.size
-        y0, x0 = center_crop_offset(height, width, S)  # the middle view is the centre crop
-        boxes = [_shift(gt["boxes"][f], x0, y0) for f in frames]
+        in_event, boxes = clip_ground_truth(dataset, index, gt, view)  # the middle view is the centre crop
         hits, total = pointing_game(saliency, boxes, in_event)
         sums[5] += hits
         sums[6] += total
