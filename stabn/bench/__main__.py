@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import StabnError, report_error
-from . import loader, train
+from . import explain, loader, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         mode_parser = subparsers.add_parser(mode, help=summary, description=train.__doc__)
         train.add_arguments(mode_parser)
         mode_parser.set_defaults(run=functools.partial(train.main, mode=mode))
+    explain_parser = subparsers.add_parser(
+        "explain",
+        help="where and when explainers locate the target, on the synthetic data",
+        description=explain.__doc__,
+    )
+    explain.add_arguments(explain_parser)
+    explain_parser.set_defaults(run=explain.main)
     return parser
 
 

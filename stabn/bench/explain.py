@@ -1,0 +1,118 @@
+"""How well explainers say where and when the target acts, on the same clips of the synthetic
+data: ST-ABN's attention, its attention branch's class map, Grad-CAM (of the ST-ABN and of a 3D
+ResNet baseline), input gradients, SmoothGrad, Integrated Gradients, a random volume and a
+centred Gaussian, scored by the pointing game, the energy in the target's box, the temporal
+hit and energy of the event window, and deletion / insertion AUC against a random voxel order,
+each with a 95% bootstrap interval over videos. Writes explain.json and explain.md and prints
+the table. The peer explainers need Captum: pip install -e .[explain].
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+from ..errors import ConfigError
+from ..explain.benchmark import Settings, load_baseline, load_stabn, open_split, run_benchmark, write_reports
+from ..explain.saliency import require_captum
+from . import torch_threads
+
+_DEFAULTS = Settings()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``explain`` subcommand's options."""
+    parser.add_argument("--checkpoint", required=True, help="an ST-ABN checkpoint")
+    parser.add_argument(
+        "--data", required=True, help="a synthetic dataset folder (frames/, <split>.txt, ground_truth.json)"
+    )
+    parser.add_argument(
+        "--baseline-checkpoint", default=None, help="a 3D ResNet trained on the same data, for its Grad-CAM"
+    )
+    parser.add_argument("--split", default=_DEFAULTS.split, help="label file <data>/<split>.txt (default: val)")
+    parser.add_argument("--videos", type=int, default=_DEFAULTS.videos, help="the first N videos of the split")
+    parser.add_argument(
+        "--auc-videos", type=int, default=_DEFAULTS.auc_videos, help="deletion / insertion on the first M of those"
+    )
+    parser.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="deletion / insertion steps")
+    parser.add_argument(
+        "--layers", default=",".join(_DEFAULTS.layers), help="Grad-CAM layers, comma-separated (default: layer3,layer4)"
+    )
+    parser.add_argument("--smoothgrad-samples", type=int, default=_DEFAULTS.smoothgrad_samples)
+    parser.add_argument("--ig-steps", type=int, default=_DEFAULTS.ig_steps, help="Integrated Gradients steps")
+    parser.add_argument("--bootstrap", type=int, default=_DEFAULTS.bootstrap, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    parser.add_argument(
+        "--batch-size", type=int, default=_DEFAULTS.batch_size, help="clips a forward at most (default: 8)"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: <checkpoint's folder>/explain)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
+
+
+def _layers(text: str) -> Tuple[str, ...]:
+    layers = tuple(name.strip() for name in text.split(",") if name.strip())
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"--layers names a layer twice: {text!r}")
+    return layers
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The parsed options as `Settings`; ConfigError for a value out of range."""
+    for name, minimum in (
+        ("videos", 1), ("auc_videos", 0), ("steps", 1), ("smoothgrad_samples", 1), ("ig_steps", 1),
+        ("bootstrap", 1), ("seed", 0), ("batch_size", 1),
+    ):  # fmt: skip
+        if getattr(args, name) < minimum:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    return Settings(
+        videos=args.videos,
+        auc_videos=args.auc_videos,
+        steps=args.steps,
+        layers=_layers(args.layers),
+        smoothgrad_samples=args.smoothgrad_samples,
+        ig_steps=args.ig_steps,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        split=args.split,
+        batch_size=args.batch_size,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed `args` describe; write and print its table."""
+    settings = settings_of(args)
+    require_captum()  # before any work: the peer explainers are half of the table
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    with torch_threads(args.threads):
+        model = load_stabn(args.checkpoint, device)
+        baseline = None
+        if args.baseline_checkpoint is not None:
+            baseline = load_baseline(args.baseline_checkpoint, device)
+            a, b = model.spec, baseline.spec
+            if (a.frame_length, a.frame_size) != (b.frame_length, b.frame_size):
+                print(
+                    f"warning: {args.baseline_checkpoint} takes {b.frame_length} frames of {b.frame_size} px, "
+                    f"{args.checkpoint} {a.frame_length} of {a.frame_size}; both are given the ST-ABN's clips",
+                    file=sys.stderr,
+                )
+        dataset, truth = open_split(args.data, settings.split, model.spec, settings.videos)
+        summary = run_benchmark(model, dataset, truth, settings, baseline)
+    summary["model"]["checkpoint"] = str(args.checkpoint)
+    if baseline is not None:
+        summary["baseline"]["checkpoint"] = str(args.baseline_checkpoint)
+    summary["data"] = str(args.data)
+    summary["settings"]["device"] = device.type
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
+    text = write_reports(out, summary)
+    print(text, end="")
+    print(f"wrote {out / 'explain.json'} and {out / 'explain.md'}")
+    return 0
