@@ -384,10 +384,14 @@ def markdown_table(summary: Dict[str, Any]) -> str:
     for name, figures in summary["explainers"].items():
         lines.append(f"| {name} | " + " | ".join(cell(figures[key]) for key, _ in shown) + " |")
     percent = round(100 * settings["confidence"])
+    auc_part = (
+        f"deletion / insertion: the first {summary['auc_videos']}, {settings['steps']} steps"
+        if summary["auc_videos"]
+        else "no deletion / insertion"
+    )
     lines += [
         "",
-        f"{summary['videos']} videos of `{settings['split']}` (deletion / insertion: the first "
-        f"{summary['auc_videos']}, {settings['steps']} steps); {percent}% percentile bootstrap "
+        f"{summary['videos']} videos of `{settings['split']}` ({auc_part}); {percent}% percentile bootstrap "
         f"intervals over videos ({settings['bootstrap']} resamples, seed {settings['seed']}).",
     ]
     for key, title in ((STABN, "model"), (BASELINE, "baseline")):
