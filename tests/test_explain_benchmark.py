@@ -342,3 +342,40 @@ def test_without_captum_the_command_says_how_to_install_it(bench_files, capsys, 
     )
     assert code == 2
     assert stderr == "error: Captum is needed for the peer explainers: pip install -e .[explain]\n"
+
+
+def test_map_statistics_on_constructed_maps():
+    from stabn.explain.diagnose import map_statistics
+
+    # 2 frames of a 4 x 4 map on a 32 px clip (8 px cells); the target's box covers cell (1, 2).
+    spatial = torch.full((2, 4, 4), 0.5)
+    spatial[0, 0, 3] = 1.0  # frame 0 peaks on the border
+    spatial[1, 1, 2] = 0.9  # frame 1 peaks on the target, inside the grid
+    temporal = torch.tensor([0.2, 0.8])
+    box = [16.0, 8.0, 24.0, 16.0]
+    stats = map_statistics(spatial, temporal, [box, box], [True, True], 32)
+    assert stats["peak_on_border"] == [1.0, 0.0]
+    assert stats["target_on_border"] == [0.0, 0.0]
+    assert stats["spatial_saturated"] == [pytest.approx(1 / 32)]  # the one value at 1.0
+    assert stats["spatial_range"] == [pytest.approx(((1.0 - 0.5) + (0.9 - 0.5)) / 2)]
+    assert stats["temporal_range"] == [pytest.approx(0.6)]
+    assert "temporal_event_minus_rest" not in stats  # every frame is in the event
+    assert stats["target_ratio"][0] < stats["target_ratio"][1]
+    stats = map_statistics(spatial, temporal, [None, box], [False, True], 32)
+    assert stats["peak_on_border"] == [0.0] and stats["temporal_event_minus_rest"] == [pytest.approx(0.6)]
+
+
+def test_explanation_sheet_draws_every_row_at_a_readable_size():
+    from stabn.explain.visualize import explanation_sheet
+
+    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    volume = np.zeros((4, 32, 32), dtype=np.float32)
+    volume[:, 8:16, 8:16] = 1.0
+    rows = [("a", volume, np.ones(4)), ("b", volume, None)]
+    sheet = explanation_sheet(frames, rows, [0, 2], [[8, 8, 16, 16]] * 4, title="t")
+    # Frames of 32 px are enlarged 7x to 224 px; each row holds a 20 px bar above them.
+    assert sheet.size == (200 + 2 * 224, 40 + 2 * (224 + 20))
+    pixels = np.asarray(sheet)
+    # 0.6 x the black frame + 0.4 x jet: red (128, 0, 0) on the hot square, blue elsewhere.
+    assert pixels[40 + 20 + 12 * 7, 200 + 12 * 7].tolist() == [51, 0, 0]
+    assert pixels[40 + 20 + 28 * 7, 200 + 28 * 7].tolist() == [0, 0, 51]

@@ -18,7 +18,9 @@ import torch
 
 from ..errors import ConfigError
 from ..explain.benchmark import Settings, load_baseline, load_stabn, open_split, run_benchmark, write_reports
+from ..explain.diagnose import attention_statistics
 from ..explain.saliency import require_captum
+from ..explain.visualize import explanation_sheet
 from . import torch_threads
 
 _DEFAULTS = Settings()
@@ -49,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=_DEFAULTS.batch_size, help="clips a forward at most (default: 8)"
     )
+    parser.add_argument(
+        "--pictures", type=int, default=_DEFAULTS.pictures, help="pictures of every explainer for the first N videos"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: <checkpoint's folder>/explain)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
@@ -65,7 +70,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     """The parsed options as `Settings`; ConfigError for a value out of range."""
     for name, minimum in (
         ("videos", 1), ("auc_videos", 0), ("steps", 1), ("smoothgrad_samples", 1), ("ig_steps", 1),
-        ("bootstrap", 1), ("seed", 0), ("batch_size", 1),
+        ("bootstrap", 1), ("seed", 0), ("batch_size", 1), ("pictures", 0),
     ):  # fmt: skip
         if getattr(args, name) < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
@@ -82,7 +87,25 @@ def settings_of(args: argparse.Namespace) -> Settings:
         seed=args.seed,
         split=args.split,
         batch_size=args.batch_size,
+        pictures=args.pictures,
     )
+
+
+def picture_writer(out: Path, dataset, model):
+    """Writes `pictures/<video_id>.png`: every explainer's map on 8 frames of the clip."""
+
+    def write(index, frames, boxes, drawn) -> None:
+        frames = frames.numpy()
+        step = max(1, frames.shape[0] // 8)
+        chosen = list(range(0, frames.shape[0], step))[:8]
+        record = dataset.records[index]
+        title = f"video {record.video_id}, class {model.spec.class_name(record.label)}"
+        rows = [(name, volume.numpy(), None if profile is None else profile.numpy()) for name, volume, profile in drawn]
+        sheet = explanation_sheet(frames, rows, chosen, boxes, title)
+        (out / "pictures").mkdir(parents=True, exist_ok=True)
+        sheet.save(out / "pictures" / f"{record.video_id}.png")
+
+    return write
 
 
 def main(args: argparse.Namespace) -> int:
@@ -105,13 +128,14 @@ def main(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         dataset, truth = open_split(args.data, settings.split, model.spec, settings.videos)
-        summary = run_benchmark(model, dataset, truth, settings, baseline)
+        out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
+        summary = run_benchmark(model, dataset, truth, settings, baseline, pictures=picture_writer(out, dataset, model))
+        summary["attention_statistics"] = attention_statistics(model, dataset, truth, settings.videos)
     summary["model"]["checkpoint"] = str(args.checkpoint)
     if baseline is not None:
         summary["baseline"]["checkpoint"] = str(args.baseline_checkpoint)
     summary["data"] = str(args.data)
     summary["settings"]["device"] = device.type
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
     text = write_reports(out, summary)
     print(text, end="")
     print(f"wrote {out / 'explain.json'} and {out / 'explain.md'}")

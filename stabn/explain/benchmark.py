@@ -92,6 +92,7 @@ class Settings:
     seed: int = 0
     split: str = "val"
     batch_size: int = 8  # clips a forward at most (noisy, interpolated, deleted / inserted)
+    pictures: int = 0  # side-by-side pictures of every explainer for the first N videos
 
 
 @dataclass
@@ -234,9 +235,12 @@ def run_benchmark(
     settings: Settings,
     baseline: Optional[nn.Module] = None,
     progress: bool = True,
+    pictures: Optional[Callable[[int, Tensor, List[Any], List[Tuple[str, Tensor, Optional[Tensor]]]], None]] = None,
 ) -> Dict[str, Any]:
     """Explain the first `settings.videos` videos of `dataset` with every explainer and
-    return the figures (the layout of explain.json, less the file names)."""
+    return the figures (the layout of explain.json, less the file names). For the first
+    `settings.pictures` videos, `pictures(index, frames, boxes, [(explainer, volume,
+    profile)])` gets the clip's uint8 frames [T, S, S, 3] and what each explainer gave."""
     device = next(model.parameters()).device
     models = {STABN: model.eval()}
     specs = {STABN: model_spec(model)}
@@ -279,6 +283,7 @@ def run_benchmark(
                     random_rows[key].deletion.append(auc(deletion))
                     random_rows[key].insertion.append(auc(insertion))
         has_event = any(in_event)
+        drawn: List[Tuple[str, Tensor, Optional[Tensor]]] = []
 
         for explainer in rows_of:
             r = rows[explainer.name]
@@ -290,6 +295,8 @@ def run_benchmark(
             r.seconds += time.perf_counter() - start
             r.calls += 1
             volume = volume.detach().float().cpu()
+            if pictures is not None and index < settings.pictures:
+                drawn.append((explainer.name, volume, None if profile is None else profile.detach().float().cpu()))
             hits, frames = pointing_game(volume, boxes, in_event)
             if frames:
                 r.pointing.append((hits, frames))
@@ -305,6 +312,8 @@ def run_benchmark(
                     deletion, insertion = deletion_insertion(probs[key], clips[key], order, settings.steps)
                 r.deletion.append(auc(deletion))
                 r.insertion.append(auc(insertion))
+        if drawn:
+            pictures(index, frames_u8[0].permute(1, 2, 3, 0).cpu(), boxes, drawn)
 
     summary: Dict[str, Any] = {
         "videos": count,
@@ -406,6 +415,10 @@ def markdown_table(summary: Dict[str, Any]) -> str:
                 f"insertion AUC {cell(first['random_insertion_auc'])}"
             )
         lines.append(line + ".")
+    stats = summary.get("attention_statistics")
+    if stats:
+        lines += ["", "ST-ABN's maps (`stabn.explain.diagnose`): " + ", ".join(
+            f"{key} {value:.3f}" for key, value in stats.items()) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -90,3 +90,78 @@ def save_attention(
         images[0].save(gif_path, save_all=True, append_images=images[1:], duration=gif_ms, loop=0)
         written.append(gif_path)
     return written
+
+
+MIN_FRAME_SIDE = 224  # frames smaller than this are enlarged before drawing, to be readable
+LABEL_WIDTH = 200
+
+
+def enlarge(frames: np.ndarray, min_side: int = MIN_FRAME_SIDE) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] enlarged by the smallest whole factor that brings their
+    shorter side to `min_side` (each pixel becomes a block: nothing is invented); frames that
+    are large enough are returned as they are."""
+    factor = -(-min_side // min(frames.shape[1:3]))
+    if factor <= 1:
+        return frames
+    return frames.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def _normalise(volume: np.ndarray) -> np.ndarray:
+    """A non-negative volume scaled to [0, 1] by its own maximum (so each explainer's strongest
+    evidence is red)."""
+    peak = float(volume.max())
+    return volume / peak if peak > 0 else volume
+
+
+def explanation_sheet(
+    frames: np.ndarray,
+    maps: Sequence[tuple],
+    frame_indices: Sequence[int],
+    boxes: Sequence = (),
+    title: str = "",
+    min_side: int = MIN_FRAME_SIDE,
+) -> Image.Image:
+    """One row per explainer, side by side on the same frames: each row is `(name, volume
+    [T, H, W], profile [T] or None)`; frames `frame_indices` of `frames` (uint8 RGB
+    [T, H, W, 3]) are enlarged to at least `min_side` px, the volume (scaled to its maximum)
+    bilinearly upsampled and blended as jet over it, and the frame's share of the profile's
+    peak drawn as a bar above it. `boxes` (one [x0, y0, x1, y1] or None per frame, in frame
+    pixels) are outlined in white. A jet colour bar and `title` head the sheet."""
+    from PIL import ImageDraw, ImageFont
+
+    big = enlarge(frames[list(frame_indices)], min_side)
+    scale = big.shape[1] / frames.shape[1]
+    h, w = big.shape[1:3]
+    font = ImageFont.load_default(size=16)
+    head = 40
+    sheet = Image.new("RGB", (LABEL_WIDTH + w * len(frame_indices), head + (h + BAR_HEIGHT) * len(maps)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((8, 10), title, fill="black", font=font)
+    bar_x = sheet.width - 300
+    colours = jet(np.linspace(0, 1, 200)[None, :].repeat(12, axis=0))
+    sheet.paste(Image.fromarray(colours), (bar_x + 30, 14))
+    draw.text((bar_x, 10), "low", fill="black", font=font)
+    draw.text((bar_x + 236, 10), "high", fill="black", font=font)
+    for row, (name, volume, profile) in enumerate(maps):
+        top = head + row * (h + BAR_HEIGHT)
+        draw.text((8, top + BAR_HEIGHT + h // 2 - 8), name, fill="black", font=font)
+        volume = _normalise(np.asarray(volume, dtype=np.float32))
+        selected = torch.from_numpy(volume[list(frame_indices)])[:, None]
+        upsampled = F.interpolate(selected, size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
+        tiles = overlay_frames(big, upsampled, np.zeros(len(frame_indices)))
+        bars = None
+        if profile is not None:
+            bars = _normalise(np.asarray(profile, dtype=np.float32))[list(frame_indices)]
+        for col, tile in enumerate(tiles):
+            left = LABEL_WIDTH + col * w
+            tile = tile.copy()
+            if bars is None:
+                tile[:BAR_HEIGHT] = 255
+            else:
+                tile[:BAR_HEIGHT] = jet(np.full((BAR_HEIGHT, w), bars[col]))
+            sheet.paste(Image.fromarray(tile), (left, top))
+            box = boxes[frame_indices[col]] if len(boxes) else None
+            if box is not None:
+                x0, y0, x1, y1 = (v * scale for v in box)
+                draw.rectangle([left + x0, top + BAR_HEIGHT + y0, left + x1, top + BAR_HEIGHT + y1], outline="white")
+    return sheet
