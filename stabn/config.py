@@ -25,7 +25,7 @@ from .fastpath import AMP_SETTINGS
 from .fileio import atomic_write_text
 from .metrics import VIEW_AVERAGES
 from .models import MODEL_NAMES
-from .models.stabn import FUSIONS, SPATIAL_GATES
+from .models.stabn import ATTENTION_NORMS, FUSIONS, SPATIAL_GATES, AttentionOptions
 from .optim import SCHEDULES
 
 
@@ -39,9 +39,12 @@ class ModelConfig:
     # through its weights API and cache, $TORCH_HOME) or a local torchvision ResNet file.
     pretrained_2d: Optional[str] = None
     sync_bn: bool = False
-    # ST-ABN's attention (stabn/models/stabn.py); the defaults are the original architecture.
-    spatial_gate: str = "residual"  # residual: x * (1 + s) | multiply: x * s
-    fusion: str = "concat"  # concat: [x * gate(s), x * a] | product: x * gate(s) * a
+    # ST-ABN's attention (stabn/models/stabn.py); the defaults are the original architecture:
+    # spatial_gate residual: x * (1 + s) | multiply: x * s;
+    # fusion concat: [x * gate(s), x * a] | product: x * gate(s) * a;
+    # norm none | peak: the spatial map divided by its maximum in each frame, the temporal
+    # map by its maximum over the clip.
+    attention: AttentionOptions = field(default_factory=AttentionOptions)
 
 
 @dataclass
@@ -134,8 +137,9 @@ _CHOICES = {
     "data.jitter": (*JITTER_MODES, "none"),
     "data.flip": FLIP_MODES,
     "train.schedule": SCHEDULES,
-    "model.spatial_gate": SPATIAL_GATES,
-    "model.fusion": FUSIONS,
+    "model.attention.spatial_gate": SPATIAL_GATES,
+    "model.attention.fusion": FUSIONS,
+    "model.attention.norm": ATTENTION_NORMS,
     "train.amp": AMP_SETTINGS,
     "eval.amp": AMP_SETTINGS,
     "eval.average": VIEW_AVERAGES,
@@ -295,8 +299,7 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
 
 def validate(cfg: Config) -> None:
     for key, choices in _CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
     positive = [
@@ -323,10 +326,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout!r}")
     if cfg.train.attention_sparsity < 0:
         raise ConfigError(f"'train.attention_sparsity' must be at least 0, got {cfg.train.attention_sparsity!r}")
-    attention = (cfg.model.spatial_gate, cfg.model.fusion) != ("residual", "concat") or cfg.train.attention_sparsity
-    if attention and not cfg.model.name.startswith("abn_"):
-        raise ConfigError(f"'model.name' {cfg.model.name!r} has no attention branch: model.spatial_gate, "
-                          "model.fusion and train.attention_sparsity are ST-ABN options")  # fmt: skip
+    if (not cfg.model.attention.original or cfg.train.attention_sparsity) and not cfg.model.name.startswith("abn_"):
+        raise ConfigError(f"'model.name' {cfg.model.name!r} has no attention branch: model.attention and "
+                          "train.attention_sparsity are ST-ABN options")  # fmt: skip
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
     if cfg.model.name not in MODEL_NAMES:

@@ -10,6 +10,7 @@ from stabn.config import load_config
 from stabn.engine.losses import classification_losses
 from stabn.errors import ConfigError
 from stabn.models import build_model
+from stabn.models.stabn import AttentionOptions
 
 TINY = dict(num_classes=5, frame_length=4, frame_size=32, width=4)
 
@@ -24,7 +25,7 @@ def test_multiply_gate_passes_only_what_the_spatial_map_keeps():
     torch.manual_seed(0)
     a, b = torch.randn(2, 1, 3, 4, 32, 32)
     for gate, blind in (("multiply", True), ("residual", False)):
-        model = build_model("abn_resnet18", **TINY, spatial_gate=gate, fusion="product").eval()
+        model = build_model("abn_resnet18", **TINY, attention={"spatial_gate": gate, "fusion": "product"}).eval()
         set_map(model.conv_spatial_att, 0.0)
         set_map(model.conv_temp_att3, 1.0)
         # With the map at 0 a multiplying gate leaves layer4 nothing of the clip: every clip
@@ -38,7 +39,7 @@ def test_product_fusion_lets_the_temporal_map_remove_frames():
     torch.manual_seed(0)
     clip = torch.randn(1, 3, 4, 32, 32)
     for fusion, blind in (("product", True), ("concat", False)):
-        model = build_model("abn_resnet18", **TINY, spatial_gate="residual", fusion=fusion).eval()
+        model = build_model("abn_resnet18", **TINY, attention={"fusion": fusion}).eval()
         set_map(model.conv_spatial_att, 0.5)
         set_map(model.conv_temp_att3, 0.0)
         other = clip.clone()
@@ -46,40 +47,44 @@ def test_product_fusion_lets_the_temporal_map_remove_frames():
         # Temporal attention 0: a product fusion sees no frame at all; concat still sees x * (1 + s).
         assert torch.allclose(model(clip).logits, model(other).logits, atol=1e-6) == blind, fusion
     concat = build_model("abn_resnet18", **TINY)
-    product = build_model("abn_resnet18", **TINY, fusion="product")
+    product = build_model("abn_resnet18", **TINY, attention={"fusion": "product"})
     assert concat.conv_att_mechanism[0].in_channels == 2 * product.conv_att_mechanism[0].in_channels
 
 
 def test_the_defaults_are_the_original_architecture():
     default = build_model("abn_resnet18", **TINY)
-    explicit = build_model("abn_resnet18", **TINY, spatial_gate="residual", fusion="concat")
+    explicit = build_model("abn_resnet18", **TINY, attention=AttentionOptions("residual", "concat", "none"))
     assert [(k, v.shape) for k, v in default.state_dict().items()] == [
         (k, v.shape) for k, v in explicit.state_dict().items()
     ]
-    assert (default.spec.spatial_gate, default.spec.fusion) == ("residual", "concat")
+    assert default.spec.attention == AttentionOptions() and default.spec.attention.original
     with pytest.raises(ValueError, match="resnet18 has no attention branch"):
-        build_model("resnet18", **TINY, fusion="product")
-    with pytest.raises(ValueError, match="spatial_gate must be one of"):
-        build_model("abn_resnet18", **TINY, spatial_gate="sigmoid")
+        build_model("resnet18", **TINY, attention={"fusion": "product"})
+    with pytest.raises(ValueError, match="attention spatial_gate must be one of residual, multiply, got 'sigmoid'"):
+        build_model("abn_resnet18", **TINY, attention={"spatial_gate": "sigmoid"})
 
 
 def test_options_travel_with_the_checkpoint(tmp_path):
     torch.manual_seed(0)
-    model = build_model("abn_resnet18", **TINY, spatial_gate="multiply", fusion="product").eval()
+    options = AttentionOptions(spatial_gate="multiply", fusion="product", norm="peak")
+    model = build_model("abn_resnet18", **TINY, attention=options).eval()
     save_checkpoint(tmp_path / "c.pt", model, model.spec.to_dict())
+    assert model.spec.to_dict()["attention"] == {"spatial_gate": "multiply", "fusion": "product", "norm": "peak"}
     loaded = stabn.load_pretrained(tmp_path / "c.pt")
-    assert (loaded.spec.spatial_gate, loaded.spec.fusion) == ("multiply", "product")
+    assert loaded.spec.attention == options
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, loaded(x).logits, rtol=0, atol=0)
     # A bare state dict says which fusion it has (not which gate: that needs the spec).
     torch.save(model.state_dict(), tmp_path / "bare.pt")
-    assert stabn.load_pretrained(tmp_path / "bare.pt", frame_length=4).spec.fusion == "product"
+    assert stabn.load_pretrained(tmp_path / "bare.pt", frame_length=4).spec.attention == AttentionOptions(
+        fusion="product"
+    )
 
 
 def test_attention_sparsity_adds_the_mean_of_both_maps():
     torch.manual_seed(0)
-    model = build_model("abn_resnet18", **TINY, spatial_gate="multiply", fusion="product")
+    model = build_model("abn_resnet18", **TINY, attention={"spatial_gate": "multiply", "fusion": "product"})
     out = model(torch.randn(2, 3, 4, 32, 32))
     labels = torch.tensor([1, 3])
     plain, per, att = classification_losses(out, labels)
@@ -91,10 +96,25 @@ def test_attention_sparsity_adds_the_mean_of_both_maps():
 
 
 def test_config_takes_the_options_for_st_abn_only():
-    cfg = load_config(None, ["model.name=abn_resnet18", "model.spatial_gate=multiply", "model.fusion=product",
-                             "train.attention_sparsity=0.5"])  # fmt: skip
-    assert (cfg.model.spatial_gate, cfg.model.fusion, cfg.train.attention_sparsity) == ("multiply", "product", 0.5)
-    with pytest.raises(ConfigError, match="'model.fusion' must be one of concat, product, got 'sum'"):
-        load_config(None, ["model.fusion=sum"])
+    cfg = load_config(None, ["model.name=abn_resnet18", "model.attention.spatial_gate=multiply",
+                             "model.attention.fusion=product", "train.attention_sparsity=0.5"])  # fmt: skip
+    assert cfg.model.attention == AttentionOptions(spatial_gate="multiply", fusion="product")
+    assert cfg.train.attention_sparsity == 0.5
+    with pytest.raises(ConfigError, match="'model.attention.fusion' must be one of concat, product, got 'sum'"):
+        load_config(None, ["model.attention.fusion=sum"])
     with pytest.raises(ConfigError, match="'model.name' 'resnet18' has no attention branch"):
         load_config(None, ["model.name=resnet18", "train.attention_sparsity=0.1"])
+
+
+@torch.no_grad()
+def test_peak_norm_puts_each_maps_maximum_at_1():
+    torch.manual_seed(0)
+    plain = build_model("abn_resnet18", **TINY).eval()
+    peak = build_model("abn_resnet18", **TINY, attention={"norm": "peak"}).eval()
+    peak.load_state_dict(plain.state_dict())  # the same weights: only the scaling differs
+    x = torch.randn(2, 3, 4, 32, 32)
+    a, b = plain(x), peak(x)
+    torch.testing.assert_close(b.spatial_attention, a.spatial_attention / a.spatial_attention.amax((3, 4), True))
+    torch.testing.assert_close(b.temporal_attention, a.temporal_attention / a.temporal_attention.amax(2, True))
+    torch.testing.assert_close(b.spatial_attention.amax((3, 4)), torch.ones(2, 1, 4))
+    torch.testing.assert_close(b.temporal_attention.amax(2), torch.ones(2, 1, 1, 1))

@@ -66,8 +66,7 @@ class Trainer:
             width=cfg.model.width,
             pretrained_2d=cfg.model.pretrained_2d,
             channel_order=d.channel_order,
-            spatial_gate=cfg.model.spatial_gate,
-            fusion=cfg.model.fusion,
+            attention=cfg.model.attention,
             class_names=class_names,
         )
         self.spec = model.spec

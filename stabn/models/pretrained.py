@@ -44,10 +44,11 @@ def infer_architecture(state_dict: Mapping[str, Tensor], source: PathLike = "<ch
     }
     if stabn_model:
         arch["frame_length"] = state_dict["fc_att_out.weight"].shape[1] // num_classes
-        # The product fusion halves conv_att_mechanism's input; the spatial gate leaves no trace
-        # in the weights (a file without a spec is the original's: the residual gate).
+        # The product fusion halves conv_att_mechanism's input; the other options leave no trace
+        # in the weights (a file without a spec is the original's).
         fused = state_dict["conv_att_mechanism.0.weight"].shape[1]
-        arch["fusion"] = "product" if fused == state_dict["conv_att_mechanism.0.weight"].shape[0] else "concat"
+        if fused == state_dict["conv_att_mechanism.0.weight"].shape[0]:
+            arch["attention"] = {"fusion": "product"}
     return arch
 
 
@@ -84,8 +85,7 @@ def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
             frame_size=spec.frame_size,
             dropout=0.5 if overrides.get("dropout") is None else overrides["dropout"],
             width=spec.width,
-            spatial_gate=spec.spatial_gate,
-            fusion=spec.fusion,
+            attention=spec.attention,
         )
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: cannot build its model: {e}") from None

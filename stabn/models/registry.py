@@ -6,7 +6,7 @@ import fnmatch
 import functools
 import logging
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
@@ -14,7 +14,7 @@ from .blocks import DEPTHS
 from .inflate import IMAGENET, imagenet_state_dict, inflate_2d_weights
 from .resnet3d import resnet3d
 from .spec import DEFAULT_FRAME_SIZE, ModelSpec
-from .stabn import stabn
+from .stabn import AttentionOptions, stabn
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ def build_model(
     pretrained_2d: Optional[Union[str, os.PathLike]] = None,
     channel_order: str = "bgr",
     class_names: Optional[Sequence[str]] = None,
-    spatial_gate: str = "residual",
-    fusion: str = "concat",
+    attention: Optional[Union[AttentionOptions, Mapping[str, str]]] = None,
 ) -> nn.Module:
     """Build a registered model, its `ModelSpec` set as `model.spec`.
 
@@ -60,8 +59,8 @@ def build_model(
     torchvision's IMAGENET1K_V1 weights of the same depth (through torchvision's weights API
     and cache), or a local torchvision ResNet state-dict file. `channel_order` (with the original's
     normalisation in that order) and `class_names` describe the model's input and output.
-    `spatial_gate` and `fusion` are ST-ABN's attention options (`stabn.models.stabn`); their
-    defaults build the original's architecture."""
+    `attention` holds ST-ABN's attention options (`stabn.models.stabn.AttentionOptions`, or
+    a dict of its fields); None builds the original's architecture."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     for key, value in (
@@ -74,14 +73,15 @@ def build_model(
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    attention = AttentionOptions(**attention) if isinstance(attention, Mapping) else attention or AttentionOptions()
     options = {}
-    if (spatial_gate, fusion) != ("residual", "concat"):
+    if not attention.original:
         if not is_stabn(name):
-            raise ValueError(f"{name} has no attention branch: spatial_gate and fusion are ST-ABN options")
-        options = {"spatial_gate": spatial_gate, "fusion": fusion}
+            raise ValueError(f"{name} has no attention branch: attention options are ST-ABN's")
+        options = {"attention": attention}
     spec = ModelSpec(name=name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
-                     width=width, channel_order=channel_order, class_names=class_names, spatial_gate=spatial_gate,
-                     fusion=fusion)  # fmt: skip
+                     width=width, channel_order=channel_order, class_names=class_names,
+                     attention=attention)  # fmt: skip
     model = MODEL_REGISTRY[name](
         num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, dropout=dropout, width=width,
         **options,

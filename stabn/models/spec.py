@@ -4,7 +4,7 @@ checkpoints (in the spirit of timm's `pretrained_cfg` and torchvision's weights 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import unwrap_model
 from ..data.transforms import JitterConfig, denormalize, mean_std, normalize_batch
+from .stabn import AttentionOptions
 
 # Recipe defaults for what a bare state dict cannot tell.
 DEFAULT_FRAME_LENGTH = 32
@@ -25,8 +26,8 @@ class ModelSpec:
     normalisation) and the names of its classes.
 
     `mean` and `std` are in `channel_order`; left out, they are the original's constants in
-    that order. `class_names[i]` names class i (None: unnamed). `spatial_gate` and `fusion`
-    are ST-ABN's attention options."""
+    that order. `class_names[i]` names class i (None: unnamed). `attention` holds ST-ABN's
+    attention options."""
 
     name: str
     num_classes: int
@@ -37,9 +38,7 @@ class ModelSpec:
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     class_names: Optional[Tuple[str, ...]] = None
-    # ST-ABN's attention options (`stabn.models.stabn`); the defaults are the original's.
-    spatial_gate: str = "residual"
-    fusion: str = "concat"
+    attention: AttentionOptions = field(default_factory=AttentionOptions)  # ST-ABN's; the original's by default
 
     def __post_init__(self) -> None:
         default_mean, default_std = mean_std(self.channel_order)
@@ -49,6 +48,8 @@ class ModelSpec:
             self.class_names = tuple(str(n) for n in self.class_names)
             if len(self.class_names) != self.num_classes:
                 raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
+        if isinstance(self.attention, Mapping):
+            self.attention = AttentionOptions(**self.attention)
 
     def class_name(self, index: int) -> str:
         """The name of class `index`, or its number when the classes are unnamed."""

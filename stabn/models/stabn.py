@@ -7,7 +7,8 @@ unchanged and give the same outputs.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,30 @@ SPATIAL_GATES = ("residual", "multiply")
 # x * gate(s) and x * a on channels; "product" weights x once by gate(s) * a, so the
 # perception branch sees nothing that either map removes.
 FUSIONS = ("concat", "product")
+# How the maps are scaled: the original leaves the sigmoids as they are; "peak" divides the
+# spatial map by its maximum in each frame and the temporal map by its maximum over the clip.
+# The features pass a BatchNorm after the gate, which undoes any uniform scaling of a map, so
+# only a map whose peak is fixed at 1 can be made smaller (by `attention_sparsity`) by
+# covering less of the clip rather than by shrinking all over.
+ATTENTION_NORMS = ("none", "peak")
+
+
+@dataclass
+class AttentionOptions:
+    """How ST-ABN's attention maps weight the features; the defaults are the original's."""
+
+    spatial_gate: str = "residual"  # one of SPATIAL_GATES
+    fusion: str = "concat"  # one of FUSIONS
+    norm: str = "none"  # one of ATTENTION_NORMS
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("spatial_gate", SPATIAL_GATES), ("fusion", FUSIONS), ("norm", ATTENTION_NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"attention {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    @property
+    def original(self) -> bool:
+        return self == AttentionOptions()
 
 
 class STABNOutput(NamedTuple):
@@ -45,17 +70,12 @@ class STABN(nn.Module):
         frame_size: int = 224,
         dropout: float = 0.5,
         width: int = 64,
-        spatial_gate: str = "residual",
-        fusion: str = "concat",
+        attention: Optional[AttentionOptions] = None,
     ) -> None:
         super().__init__()
-        if spatial_gate not in SPATIAL_GATES:
-            raise ValueError(f"spatial_gate must be one of {SPATIAL_GATES}, got {spatial_gate!r}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.frame_length = frame_length
         self.frame_size = frame_size
-        self.spatial_gate, self.fusion = spatial_gate, fusion
+        self.attention = attention = attention or AttentionOptions()
         T, K, e = frame_length, num_classes, block.expansion
 
         self.conv1 = nn.Conv3d(3, width, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
@@ -92,7 +112,7 @@ class STABN(nn.Module):
         )
         self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
         # Fuses the spatially and the temporally weighted features back to layer3's width.
-        fused = width * 8 * e if fusion == "concat" else width * 4 * e
+        fused = width * 8 * e if attention.fusion == "concat" else width * 4 * e
         self.conv_att_mechanism = nn.Sequential(
             nn.Conv3d(fused, width * 4 * e, 1, bias=False), nn.BatchNorm3d(width * 4 * e)
         )
@@ -120,9 +140,12 @@ class STABN(nn.Module):
         temporal = self.conv_temp_att1(att).view(b, t, h, w)
         temporal = self.conv_temp_att2(temporal).view(b, t)
         temporal = self.conv_temp_att3(temporal).view(b, 1, t, 1, 1)
+        if self.attention.norm == "peak":
+            spatial = spatial / spatial.amax(dim=(3, 4), keepdim=True)
+            temporal = temporal / temporal.amax(dim=2, keepdim=True)
 
-        gate = 1 + spatial if self.spatial_gate == "residual" else spatial
-        if self.fusion == "concat":
+        gate = 1 + spatial if self.attention.spatial_gate == "residual" else spatial
+        if self.attention.fusion == "concat":
             x = torch.cat((x * gate, x * temporal), dim=1)
         else:
             x = x * (gate * temporal)
