@@ -229,3 +229,22 @@ def test_cli_bad_argument_one_line_exit_2(tmp_path, bad):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_videos_without_distractors_change_only_where_the_target_is():
+    """`distractors=False` (for diagnosis): outside the target's boxes only the sensor noise
+    changes between frames; with the distractors (the default) something else moves."""
+    from stabn.data.synthetic import render_video
+
+    def outside_change(distractors):
+        video, _, boxes = render_video(seed=0, index=3, label=0, frames=8, size=64, distractors=distractors)
+        outside = np.ones((64, 64), dtype=bool)
+        for box in boxes:
+            if box is not None:
+                x0, y0, x1, y1 = (int(v) for v in box)
+                outside[max(0, y0 - 2) : y1 + 3, max(0, x0 - 2) : x1 + 3] = False
+        diff = np.abs(video[-1].astype(int) - video[0].astype(int)).max(axis=-1)
+        return diff[outside].max()
+
+    assert outside_change(False) < 25  # noise of std 2
+    assert outside_change(True) > 60

@@ -125,6 +125,7 @@ def benchmark(
     steps: int = 20,
     warmup: int = 5,
     peak: Optional[float] = None,
+    attention: Optional[Dict[str, str]] = None,
 ) -> Dict[str, object]:
     """Time `steps` training steps (`mode="train"`) or forwards (`"infer"`) after `warmup`
     untimed ones; return the figures as a dict (the JSON line)."""
@@ -135,8 +136,9 @@ def benchmark(
     memory = PeakMemory(dev)
     torch.manual_seed(0)
     model = build_model(
-        model_name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, width=width
-    )
+        model_name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, width=width,
+        attention=attention,
+    )  # fmt: skip
     prepare_model(model, dev, channels_last)
     model.train(mode == "train")
     clips = torch.randn(batch_size, 3, frame_length, frame_size, frame_size, device=dev)
@@ -188,6 +190,7 @@ def benchmark(
         "batch_size": batch_size,
         "width": width,
         "num_classes": num_classes,
+        "attention": dict(attention or {}),
         "device": dev.type,
         "device_name": device_name(dev),
         "amp": amp,
@@ -224,6 +227,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--width", type=int, default=64, help="channels of the first stage")
     parser.add_argument("--num-classes", type=int, default=174)
+    parser.add_argument(
+        "--attention",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="ST-ABN attention options, e.g. spatial_gate=multiply,fusion=product,norm=peak (default: the original)",
+    )
     parser.add_argument(
         "--amp",
         choices=("auto", *AMP_DTYPES),
@@ -275,7 +284,19 @@ def _check(args: argparse.Namespace) -> torch.device:
         raise ConfigError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
+    try:
+        build_model(args.model, num_classes=1, frame_length=1, frame_size=8, width=1, attention=attention_options(args))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--attention {args.attention!r}: {e}") from None
     return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def attention_options(args: argparse.Namespace) -> Dict[str, str]:
+    """`--attention a=b,c=d` as a dict."""
+    pairs = [item.split("=", 1) for item in args.attention.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigError(f"--attention {args.attention!r}: expected KEY=VALUE pairs separated by commas")
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def main(args: argparse.Namespace, mode: str) -> int:
@@ -299,6 +320,7 @@ def main(args: argparse.Namespace, mode: str) -> int:
         steps=args.steps,
         warmup=args.warmup,
         peak=args.peak_tflops,
+        attention=attention_options(args),
     )
 
     def run(m: str, cfg: Dict[str, object]) -> Dict[str, object]:

@@ -249,16 +249,17 @@ def _target_track(
 
 
 def render_video(
-    seed: int, index: int, label: int, frames: int, size: int
+    seed: int, index: int, label: int, frames: int, size: int, distractors: bool = True
 ) -> Tuple[np.ndarray, Tuple[int, int], List[Box]]:
-    """Render one video: uint8 frames [T, S, S, 3] (RGB), event window and target boxes."""
+    """Render one video: uint8 frames [T, S, S, 3] (RGB), event window and target boxes.
+    `distractors=False` leaves out the moving distractors (a cleaner video, for diagnosis)."""
     rng = np.random.default_rng([seed, index])
     centres = np.arange(size, dtype=np.float32) + 0.5
     xx, yy = np.meshgrid(centres, centres)  # [S, S], x along columns
 
     bg = _background(rng, size, xx, yy)
     video = np.repeat(bg[None], frames, axis=0)
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(1, 4)) if distractors else 0):
         _draw_distractor(video, rng, xx, yy)
 
     disc_colour = _hsv(rng.uniform(), rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0))
@@ -280,10 +281,10 @@ def render_video(
     return frames_u8, event, boxes
 
 
-def _write_video(job: Tuple[str, int, int, str, int, int, int]) -> Tuple[Tuple[int, int], List[Box]]:
+def _write_video(job: Tuple[str, int, int, str, int, int, int, bool]) -> Tuple[Tuple[int, int], List[Box]]:
     """Render and save one video; the folder appears under its final name only when complete."""
-    frames_root, seed, index, video_id, label, frames, size = job
-    video, event, boxes = render_video(seed, index, label, frames, size)
+    frames_root, seed, index, video_id, label, frames, size, distractors = job
+    video, event, boxes = render_video(seed, index, label, frames, size, distractors)
     final = os.path.join(frames_root, video_id)
     tmp = os.path.join(frames_root, f".{video_id}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -315,8 +316,11 @@ def make_synthetic_dataset(
     size: int = 64,
     seed: int = 0,
     workers: Optional[int] = None,
+    distractors: bool = True,
 ) -> Dict[str, Any]:
     """Write the synthetic dataset under `out_dir` and return a summary of what was written.
+    `distractors=False` writes videos without the moving distractors (for diagnosis: the
+    benchmark is on the videos with them).
 
     Labels are assigned round-robin within each split (balanced); video ids are the 1-based
     global video index as six digits, train first, so they are unique across splits.
@@ -349,7 +353,7 @@ def make_synthetic_dataset(
         splits.append(split)
         labels.append((i if split == "train" else i - num_train) % num_classes)
         ids.append(f"{i + 1:06d}")
-    jobs = [(str(frames_root), seed, i, ids[i], labels[i], frames, size) for i in range(total)]
+    jobs = [(str(frames_root), seed, i, ids[i], labels[i], frames, size, distractors) for i in range(total)]
 
     processes = min(workers, total)
     if processes > 1:
@@ -412,11 +416,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="frame side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
+    parser.add_argument("--no-distractors", action="store_true", help="leave out the moving distractors")
     args = parser.parse_args(argv)
     try:
         summary = make_synthetic_dataset(
-            args.out, args.num_train, args.num_val, args.frames, args.size, args.seed, args.workers
-        )
+            args.out, args.num_train, args.num_val, args.frames, args.size, args.seed, args.workers,
+            distractors=not args.no_distractors,
+        )  # fmt: skip
     except StabnError as e:
         return report_error(e)
     n = summary["num_train"] + summary["num_val"]
