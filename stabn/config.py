@@ -25,7 +25,7 @@ from .fastpath import AMP_SETTINGS
 from .fileio import atomic_write_text
 from .metrics import VIEW_AVERAGES
 from .models import MODEL_NAMES
-from .models.stabn import ATTENTION_NORMS, FUSIONS, SPATIAL_GATES, AttentionOptions
+from .models.stabn import ATTENTION_NORMS, FUSIONS, SPATIAL_GATES, TEMPORAL_SOURCES, AttentionOptions
 from .optim import SCHEDULES
 
 
@@ -43,7 +43,8 @@ class ModelConfig:
     # spatial_gate residual: x * (1 + s) | multiply: x * s;
     # fusion concat: [x * gate(s), x * a] | product: x * gate(s) * a;
     # norm none | peak: the spatial map divided by its maximum in each frame, the temporal
-    # map by its maximum over the clip.
+    # map by its maximum over the clip; temporal mlp (Linear(T, T) over the frames) | frame (each
+    # frame scored from its own response, the same weights at every position).
     attention: AttentionOptions = field(default_factory=AttentionOptions)
 
 
@@ -140,6 +141,7 @@ _CHOICES = {
     "model.attention.spatial_gate": SPATIAL_GATES,
     "model.attention.fusion": FUSIONS,
     "model.attention.norm": ATTENTION_NORMS,
+    "model.attention.temporal": TEMPORAL_SOURCES,
     "train.amp": AMP_SETTINGS,
     "eval.amp": AMP_SETTINGS,
     "eval.average": VIEW_AVERAGES,

@@ -66,20 +66,21 @@ def test_the_defaults_are_the_original_architecture():
 
 def test_options_travel_with_the_checkpoint(tmp_path):
     torch.manual_seed(0)
-    options = AttentionOptions(spatial_gate="multiply", fusion="product", norm="peak")
+    options = AttentionOptions(spatial_gate="multiply", fusion="product", norm="peak", temporal="frame")
     model = build_model("abn_resnet18", **TINY, attention=options).eval()
     save_checkpoint(tmp_path / "c.pt", model, model.spec.to_dict())
-    assert model.spec.to_dict()["attention"] == {"spatial_gate": "multiply", "fusion": "product", "norm": "peak"}
+    assert model.spec.to_dict()["attention"] == {
+        "spatial_gate": "multiply", "fusion": "product", "norm": "peak", "temporal": "frame"
+    }  # fmt: skip
     loaded = stabn.load_pretrained(tmp_path / "c.pt")
     assert loaded.spec.attention == options
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, loaded(x).logits, rtol=0, atol=0)
-    # A bare state dict says which fusion it has (not which gate: that needs the spec).
+    # A bare state dict says which fusion and temporal head it has (not the gate or the norm).
     torch.save(model.state_dict(), tmp_path / "bare.pt")
-    assert stabn.load_pretrained(tmp_path / "bare.pt", frame_length=4).spec.attention == AttentionOptions(
-        fusion="product"
-    )
+    inferred = stabn.load_pretrained(tmp_path / "bare.pt", frame_length=4).spec.attention
+    assert inferred == AttentionOptions(fusion="product", temporal="frame")
 
 
 def test_attention_sparsity_adds_the_mean_of_both_maps():
@@ -118,3 +119,18 @@ def test_peak_norm_puts_each_maps_maximum_at_1():
     torch.testing.assert_close(b.temporal_attention, a.temporal_attention / a.temporal_attention.amax(2, True))
     torch.testing.assert_close(b.spatial_attention.amax((3, 4)), torch.ones(2, 1, 4))
     torch.testing.assert_close(b.temporal_attention.amax(2), torch.ones(2, 1, 1, 1))
+
+
+@torch.no_grad()
+def test_frame_temporal_attention_has_no_position_prior():
+    """Given the same response in every frame, "frame" scores every frame alike (but the end
+    ones, which its temporal kernel sees zero-padded): it has no weights per frame position.
+    The original's Linear(T, T) layers do, and score positions differently."""
+    torch.manual_seed(0)
+    clip = torch.randn(1, 3, 8, 32, 32)
+    for temporal, alike in (("frame", True), ("mlp", False)):
+        model = build_model("abn_resnet18", **{**TINY, "frame_length": 8}, attention={"temporal": temporal}).eval()
+        set_map(model.conv_temp_att1, 0.7)  # the pooled response the temporal head scores
+        inner = model(clip).temporal_attention.flatten()[1:-1]
+        assert torch.allclose(inner, inner[:1].expand_as(inner)) == alike, temporal
+    assert "temp_att_frame.0.weight" in model.state_dict() or temporal == "mlp"

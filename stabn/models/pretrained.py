@@ -44,11 +44,15 @@ def infer_architecture(state_dict: Mapping[str, Tensor], source: PathLike = "<ch
     }
     if stabn_model:
         arch["frame_length"] = state_dict["fc_att_out.weight"].shape[1] // num_classes
-        # The product fusion halves conv_att_mechanism's input; the other options leave no trace
-        # in the weights (a file without a spec is the original's).
-        fused = state_dict["conv_att_mechanism.0.weight"].shape[1]
-        if fused == state_dict["conv_att_mechanism.0.weight"].shape[0]:
-            arch["attention"] = {"fusion": "product"}
+        # The product fusion halves conv_att_mechanism's input and the frame temporal head has
+        # modules of its own; the gate and the norm leave no trace in the weights.
+        attention = {}
+        if state_dict["conv_att_mechanism.0.weight"].shape[1] == state_dict["conv_att_mechanism.0.weight"].shape[0]:
+            attention["fusion"] = "product"
+        if "temp_att_frame.0.weight" in state_dict:
+            attention["temporal"] = "frame"
+        if attention:
+            arch["attention"] = attention
     return arch
 
 

@@ -28,6 +28,11 @@ FUSIONS = ("concat", "product")
 # only a map whose peak is fixed at 1 can be made smaller (by `attention_sparsity`) by
 # covering less of the clip rather than by shrinking all over.
 ATTENTION_NORMS = ("none", "peak")
+# Where the temporal map comes from: the original's "mlp" mixes the frames' pooled responses
+# through Linear(T, T) layers, which can (and in practice do) learn a fixed profile over
+# frame positions whatever the clip; "frame" scores each frame from its own pooled response
+# (a temporal kernel of 3, the same weights at every position), so the map follows the clip.
+TEMPORAL_SOURCES = ("mlp", "frame")
 
 
 @dataclass
@@ -37,9 +42,16 @@ class AttentionOptions:
     spatial_gate: str = "residual"  # one of SPATIAL_GATES
     fusion: str = "concat"  # one of FUSIONS
     norm: str = "none"  # one of ATTENTION_NORMS
+    temporal: str = "mlp"  # one of TEMPORAL_SOURCES
 
     def __post_init__(self) -> None:
-        for name, allowed in (("spatial_gate", SPATIAL_GATES), ("fusion", FUSIONS), ("norm", ATTENTION_NORMS)):
+        choices = {
+            "spatial_gate": SPATIAL_GATES,
+            "fusion": FUSIONS,
+            "norm": ATTENTION_NORMS,
+            "temporal": TEMPORAL_SOURCES,
+        }
+        for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"attention {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
@@ -107,10 +119,13 @@ class STABN(nn.Module):
         self.conv_temp_att1 = nn.Sequential(
             nn.Conv3d(K, 1, 3, padding=1, bias=False), nn.BatchNorm3d(1), nn.ReLU(inplace=True)
         )
-        self.conv_temp_att2 = nn.Sequential(
-            nn.Conv2d(T, T, 1, bias=False), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
-        )
-        self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
+        if attention.temporal == "mlp":
+            self.conv_temp_att2 = nn.Sequential(
+                nn.Conv2d(T, T, 1, bias=False), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
+            )
+            self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
+        else:
+            self.temp_att_frame = nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.Sigmoid())
         # Fuses the spatially and the temporally weighted features back to layer3's width.
         fused = width * 8 * e if attention.fusion == "concat" else width * 4 * e
         self.conv_att_mechanism = nn.Sequential(
@@ -138,11 +153,15 @@ class STABN(nn.Module):
         spatial = self.conv_spatial_att(att)
         b, _, t, h, w = att.shape
         temporal = self.conv_temp_att1(att).view(b, t, h, w)
-        temporal = self.conv_temp_att2(temporal).view(b, t)
-        temporal = self.conv_temp_att3(temporal).view(b, 1, t, 1, 1)
+        if self.attention.temporal == "mlp":
+            temporal = self.conv_temp_att3(self.conv_temp_att2(temporal).view(b, t))
+        else:
+            temporal = self.temp_att_frame(temporal.mean(dim=(2, 3)).view(b, 1, t))
+        temporal = temporal.view(b, 1, t, 1, 1)
         if self.attention.norm == "peak":
-            spatial = spatial / spatial.amax(dim=(3, 4), keepdim=True)
-            temporal = temporal / temporal.amax(dim=2, keepdim=True)
+            # The floor keeps a map whose sigmoid underflowed to 0 everywhere at 0, not NaN.
+            spatial = spatial / spatial.amax(dim=(3, 4), keepdim=True).clamp_min(1e-12)
+            temporal = temporal / temporal.amax(dim=2, keepdim=True).clamp_min(1e-12)
 
         gate = 1 + spatial if self.attention.spatial_gate == "residual" else spatial
         if self.attention.fusion == "concat":
