@@ -141,3 +141,20 @@ def test_sweep_goes_on_past_a_failing_configuration(monkeypatch, capsys):
     *runs, summary = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r.get("error") for r in runs] == [None] * 4 + ["CUDA out of memory. Tried to allocate 2.00 GiB"] * 2
     assert [row["speedup"] is None for row in summary["configs"]] == [False] * 4 + [True] * 2
+
+
+def test_cost_counts_what_the_attention_options_change():
+    """On the meta device: the product fusion halves conv_att_mechanism's input channels, so
+    the forward saves exactly that 1x1x1 convolution's FLOPs on layer3's grid."""
+    from stabn.bench.cost import model_cost
+
+    base = model_cost("abn_resnet18", frame_length=4, frame_size=64, width=4, num_classes=8)
+    product = model_cost("abn_resnet18", frame_length=4, frame_size=64, width=4, num_classes=8,
+                         attention={"fusion": "product"})  # fmt: skip
+    channels, cells = 4 * 4, 4 * 4 * 4  # layer3's width, and T x h x w (64 px -> 4 x 4)
+    # 2 FLOPs a multiply-add, for each of the `channels` input channels no longer there
+    assert base["forward_flops"] - product["forward_flops"] == 2 * channels * channels * cells
+    assert base["parameters"] - product["parameters"] == channels * channels
+    assert base["saved_for_backward_bytes"] > product["saved_for_backward_bytes"] > 0
+    longer = model_cost("abn_resnet18", frame_length=8, frame_size=64, width=4, num_classes=8)
+    assert longer["saved_for_backward_bytes"] > 1.8 * base["saved_for_backward_bytes"]

@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import StabnError, report_error
-from . import explain, loader, train
+from . import cost, explain, loader, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_arguments(explain_parser)
     explain_parser.set_defaults(run=explain.main)
+    cost_parser = subparsers.add_parser(
+        "cost", help="parameters, forward FLOPs and activation memory of a model, on the meta device",
+        description=cost.__doc__,
+    )  # fmt: skip
+    cost.add_arguments(cost_parser)
+    cost_parser.set_defaults(run=cost.main)
     return parser
 
 
