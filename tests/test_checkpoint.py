@@ -75,7 +75,7 @@ def test_our_checkpoint_describes_itself(tmp_path):
     assert ckpt["model_spec"] == {
         "name": "abn_resnet34", "num_classes": 9, "frame_length": 6, "frame_size": 48, "width": 4,
         "channel_order": "rgb", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375],
-        "class_names": names,
+        "class_names": names, "short_side": None,
         "attention": {"spatial_gate": "residual", "fusion": "concat", "norm": "none", "temporal": "mlp"},
     }  # fmt: skip
     loaded = stabn.load_pretrained(tmp_path / "c.pt")

@@ -52,6 +52,7 @@ def test_a_trained_checkpoint_names_its_classes(trained_run):
     logdir, data = trained_run
     model = stabn.load_pretrained(logdir / "checkpoint-best.pt")
     assert model.spec.class_names == CLASS_NAMES
+    assert model.spec.short_side == 40  # the synthetic frames of this run are 40 x 40
     video = data / "frames" / read_label_file(data / "val.txt")[0].video_id
     pred = stabn.predict(model, video, topk=3)
     assert pred.names == [CLASS_NAMES[c] for c in pred.classes]

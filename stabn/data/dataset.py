@@ -28,6 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from ..errors import DataError
@@ -231,6 +232,17 @@ class FrameClipDataset(Dataset):
     def clip_frames(self, index: int) -> List[List[int]]:
         """The frame indices (0-based) of each clip of item `index`, in the current epoch."""
         return self._clips(index)[1]
+
+    def first_frame_size(self) -> Optional[Tuple[int, int]]:
+        """(height, width) of the first video's first frame, as stored; None when there is no
+        video or that frame cannot be opened (the loader names the problem later)."""
+        if not self.records:
+            return None
+        try:
+            with Image.open(self.frame_paths(0)[0]) as image:
+                return image.size[1], image.size[0]
+        except (OSError, ValueError):
+            return None
 
     def frame_paths(self, index: int) -> List[str]:
         """The frame files item `index` reads (each once), in the current epoch."""

@@ -68,6 +68,7 @@ class Trainer:
             channel_order=d.channel_order,
             attention=cfg.model.attention,
             class_names=class_names,
+            short_side=min(self.train_set.first_frame_size() or (0,)) or None,
         )
         self.spec = model.spec
         if cfg.model.sync_bn and ctx.distributed:

@@ -51,6 +51,7 @@ def build_model(
     pretrained_2d: Optional[Union[str, os.PathLike]] = None,
     channel_order: str = "bgr",
     class_names: Optional[Sequence[str]] = None,
+    short_side: Optional[int] = None,
     attention: Optional[Union[AttentionOptions, Mapping[str, str]]] = None,
 ) -> nn.Module:
     """Build a registered model, its `ModelSpec` set as `model.spec`.
@@ -58,7 +59,8 @@ def build_model(
     `pretrained_2d` inflates 2D ResNet weights into the 3D model: ``"imagenet"`` for
     torchvision's IMAGENET1K_V1 weights of the same depth (through torchvision's weights API
     and cache), or a local torchvision ResNet state-dict file. `channel_order` (with the original's
-    normalisation in that order) and `class_names` describe the model's input and output.
+    normalisation in that order), `short_side` (of the frames before cropping) and `class_names`
+    describe the model's input and output.
     `attention` holds ST-ABN's attention options (`stabn.models.stabn.AttentionOptions`, or
     a dict of its fields); None builds the original's architecture."""
     if name not in MODEL_REGISTRY:
@@ -80,7 +82,7 @@ def build_model(
             raise ValueError(f"{name} has no attention branch: attention options are ST-ABN's")
         options = {"attention": attention}
     spec = ModelSpec(name=name, num_classes=num_classes, frame_length=frame_length, frame_size=frame_size,
-                     width=width, channel_order=channel_order, class_names=class_names,
+                     width=width, channel_order=channel_order, class_names=class_names, short_side=short_side,
                      attention=attention)  # fmt: skip
     model = MODEL_REGISTRY[name](
         num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, dropout=dropout, width=width,

@@ -38,6 +38,9 @@ class ModelSpec:
     mean: Optional[Tuple[float, float, float]] = None
     std: Optional[Tuple[float, float, float]] = None
     class_names: Optional[Tuple[str, ...]] = None
+    # The short side of the frames the model was trained on, before cropping (SSv2: 240);
+    # video files of another size are resized to it. None where unknown (the original's files).
+    short_side: Optional[int] = None
     attention: AttentionOptions = field(default_factory=AttentionOptions)  # ST-ABN's; the original's by default
 
     def __post_init__(self) -> None:
