@@ -91,9 +91,11 @@ class TrainConfig:
     save_every: int = 10
     val_every: int = 1
     log_every: int = 10
-    # Adds attention_sparsity * (mean spatial + mean temporal attention) to an ST-ABN's loss: the
+    # Add spatial_sparsity * mean spatial attention and temporal_sparsity * mean temporal
+    # attention to an ST-ABN's loss: the
     # maps then keep only what the decision needs.
-    attention_sparsity: float = 0.0
+    spatial_sparsity: float = 0.0
+    temporal_sparsity: float = 0.0
     max_iters_per_epoch: int = 0  # 0: the whole epoch; >0 shortens epochs for smoke runs
 
 
@@ -326,11 +328,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'eval.num_crops' must be 1 or 3, got {cfg.eval.num_crops!r}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"'model.dropout' must be in [0, 1), got {cfg.model.dropout!r}")
-    if cfg.train.attention_sparsity < 0:
-        raise ConfigError(f"'train.attention_sparsity' must be at least 0, got {cfg.train.attention_sparsity!r}")
-    if (not cfg.model.attention.original or cfg.train.attention_sparsity) and not cfg.model.name.startswith("abn_"):
+    for key in ("spatial_sparsity", "temporal_sparsity"):
+        if getattr(cfg.train, key) < 0:
+            raise ConfigError(f"'train.{key}' must be at least 0, got {getattr(cfg.train, key)!r}")
+    sparsity = cfg.train.spatial_sparsity or cfg.train.temporal_sparsity
+    if (not cfg.model.attention.original or sparsity) and not cfg.model.name.startswith("abn_"):
         raise ConfigError(f"'model.name' {cfg.model.name!r} has no attention branch: model.attention and "
-                          "train.attention_sparsity are ST-ABN options")  # fmt: skip
+                          "train.spatial_sparsity / temporal_sparsity are ST-ABN options")  # fmt: skip
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
     if cfg.model.name not in MODEL_NAMES:

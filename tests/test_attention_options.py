@@ -83,28 +83,30 @@ def test_options_travel_with_the_checkpoint(tmp_path):
     assert inferred == AttentionOptions(fusion="product", temporal="frame")
 
 
-def test_attention_sparsity_adds_the_mean_of_both_maps():
+def test_sparsity_adds_the_mean_of_each_map():
     torch.manual_seed(0)
     model = build_model("abn_resnet18", **TINY, attention={"spatial_gate": "multiply", "fusion": "product"})
     out = model(torch.randn(2, 3, 4, 32, 32))
     labels = torch.tensor([1, 3])
     plain, per, att = classification_losses(out, labels)
-    sparse, per2, att2 = classification_losses(out, labels, attention_sparsity=0.5)
+    sparse, per2, att2 = classification_losses(out, labels, spatial_sparsity=0.5, temporal_sparsity=0.25)
     torch.testing.assert_close(plain, per + att)
-    area = out.spatial_attention.mean() + out.temporal_attention.mean()
-    torch.testing.assert_close(sparse, plain + 0.5 * area)
+    area = 0.5 * out.spatial_attention.mean() + 0.25 * out.temporal_attention.mean()
+    torch.testing.assert_close(sparse, plain + area)
+    only_spatial = classification_losses(out, labels, spatial_sparsity=0.5)[0]
+    torch.testing.assert_close(only_spatial, plain + 0.5 * out.spatial_attention.mean())
     assert torch.equal(per, per2) and torch.equal(att, att2)
 
 
 def test_config_takes_the_options_for_st_abn_only():
     cfg = load_config(None, ["model.name=abn_resnet18", "model.attention.spatial_gate=multiply",
-                             "model.attention.fusion=product", "train.attention_sparsity=0.5"])  # fmt: skip
+                             "model.attention.fusion=product", "train.spatial_sparsity=0.5"])  # fmt: skip
     assert cfg.model.attention == AttentionOptions(spatial_gate="multiply", fusion="product")
-    assert cfg.train.attention_sparsity == 0.5
+    assert cfg.train.spatial_sparsity == 0.5
     with pytest.raises(ConfigError, match="'model.attention.fusion' must be one of concat, product, got 'sum'"):
         load_config(None, ["model.attention.fusion=sum"])
     with pytest.raises(ConfigError, match="'model.name' 'resnet18' has no attention branch"):
-        load_config(None, ["model.name=resnet18", "train.attention_sparsity=0.1"])
+        load_config(None, ["model.name=resnet18", "train.temporal_sparsity=0.1"])
 
 
 @torch.no_grad()

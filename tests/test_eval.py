@@ -30,6 +30,7 @@ from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.evaluate import evaluate
 from stabn.engine.trainer import Trainer
+from stabn.explain.visualize import header_height
 from stabn.models import ModelSpec
 
 NUM_VAL = 5
@@ -108,7 +109,8 @@ def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
 
     pngs = sorted((out / "attention").glob("*.png"))
     assert len(pngs) == NUM_VAL and len(list((out / "attention").glob("*.gif"))) == NUM_VAL
-    assert Image.open(pngs[0]).size == (8 * 32, 20 + 32)  # 8 frames in one row, bar above
+    # 8 frames of 32 px, drawn 7x, in one row, a bar above each, under the prediction and colour bar
+    assert Image.open(pngs[0]).size == (8 * 224, header_height(1) + 20 + 224)
 
 
 @pytest.mark.slow

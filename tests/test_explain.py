@@ -6,7 +6,15 @@ import torch
 
 from stabn.data import denormalize, mean_std, normalize_batch
 from stabn.explain.metrics import auc, deletion_insertion, pointing_game, saliency_volume, temporal_hit
-from stabn.explain.visualize import attention_image, jet, save_attention
+from stabn.explain.visualize import (
+    attention_grid,
+    attention_image,
+    attention_tiles,
+    enlarge,
+    header_height,
+    jet,
+    save_attention,
+)
 
 
 def test_jet_end_points_and_middle():
@@ -19,17 +27,34 @@ def test_attention_image_layout():
     frames = np.full((T, H, W, 3), 200, dtype=np.uint8)
     spatial = torch.full((1, T, 4, 3), 1.0)  # jet(1) = (128, 0, 0) everywhere
     temporal = torch.linspace(0, 1, T).view(1, T, 1, 1)
-    image = attention_image(frames, spatial, temporal)
-    tile_h = 20 + H
-    assert image.shape == (2 * tile_h, 8 * W, 3)  # rows of 8 frames, a 20 px bar above each
+    image = attention_image(frames, spatial, temporal, title="predicted: x")
+    # Frames under 224 px are enlarged by the smallest whole factor that reaches it: 12 px x 19.
+    h, w = 19 * H, 19 * W
+    top, tile_h = header_height(1), 20 + h
+    assert image.shape == (top + 2 * tile_h, 8 * w, 3)  # header, then rows of 8 frames, a 20 px bar above each
     for t in range(T):
         r, c = divmod(t, 8)
-        bar = image[r * tile_h : r * tile_h + 20, c * W : (c + 1) * W]
+        bar = image[top + r * tile_h : top + r * tile_h + 20, c * w : (c + 1) * w]
         assert (bar == jet(np.array(temporal.flatten()[t].item()))).all()
-        body = image[r * tile_h + 20 : (r + 1) * tile_h, c * W : (c + 1) * W]
+        body = image[top + r * tile_h + 20 : top + (r + 1) * tile_h, c * w : (c + 1) * w]
         expected = np.round(0.6 * 200 + 0.4 * np.array([128, 0, 0]))
         assert (body == expected).all()
-    assert (image[tile_h:, 2 * W :] == 0).all()  # unused cells of the last row
+    assert (image[top + tile_h :, 2 * w :] == 0).all()  # unused cells of the last row
+    assert (image[:top] != 255).any(axis=-1).sum() > 100  # the title and the colour bar are drawn
+
+
+def test_small_frames_are_enlarged_by_blocks_and_maps_upsampled_bilinearly():
+    frames = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    spatial = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).expand(1, 2, 2, 2)
+    tiles = attention_tiles(frames, spatial, torch.ones(1, 2, 1, 1))
+    assert tiles[0].shape == (20 + 224, 224, 3)  # 4 px x 56
+    big = enlarge(frames)
+    assert np.array_equal(big[:, ::56, ::56], frames) and np.array_equal(big[:, 55::56, 55::56], frames)
+    maps = torch.nn.functional.interpolate(spatial.reshape(2, 1, 2, 2), size=(224, 224), mode="bilinear")
+    expected = np.clip(0.6 * big.astype(np.float32) + 0.4 * jet(maps[:, 0].numpy()) + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(np.stack([t[20:] for t in tiles]), expected)
+    large = np.zeros((1, 240, 320, 3), dtype=np.uint8)
+    assert enlarge(large) is large  # 224 px and more: drawn as they are
 
 
 @pytest.mark.parametrize("order", ["bgr", "rgb"])
@@ -43,12 +68,18 @@ def test_denormalize_undoes_normalisation(order):
 
 def test_saved_png_and_gif(tmp_path):
     frames = np.zeros((3, 8, 8, 3), dtype=np.uint8)
-    written = save_attention(tmp_path / "v.png", frames, torch.rand(1, 3, 2, 2), torch.rand(1, 3, 1, 1), gif=True)
+    spatial, temporal = torch.rand(1, 3, 2, 2), torch.rand(1, 3, 1, 1)
+    written = save_attention(tmp_path / "v.png", frames, spatial, temporal, gif=True, title="predicted: a")
     assert [p.name for p in written] == ["v.png", "v.gif"]
     from PIL import Image
 
-    assert Image.open(written[0]).size == (3 * 8, 20 + 8)
-    assert Image.open(written[1]).n_frames == 3
+    png = np.asarray(Image.open(written[0]).convert("RGB"))
+    grid = attention_grid(attention_tiles(frames, spatial, temporal))
+    assert grid.shape == (20 + 224, 3 * 224, 3)  # 8 px frames drawn 28x
+    assert png.shape == (header_height(1) + 20 + 224, 3 * 224, 3)
+    assert np.array_equal(png[header_height(1) :], grid)
+    gif = Image.open(written[1])
+    assert gif.n_frames == 3 and gif.width >= 224 and gif.height > header_height(2) + 20 + 224
 
 
 def test_saliency_volume_scales_space_by_time():

@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
 import stabn
 from stabn.checkpoint import save_checkpoint
+from stabn.explain.visualize import attention_grid, header_height
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,11 @@ def test_explain_gives_maps_at_clip_size_and_pictures(saved_model, fixtures_dir)
     assert 0 <= e.spatial.min() and e.spatial.max() <= 1
     assert e.frames.shape == (8, 224, 224, 3) and e.frames.dtype.name == "uint8"
     assert len(e.overlays) == 8 and e.overlays[0].size == (224, 20 + 224)
-    assert e.image.size == (8 * 224, 20 + 224)
+    # The original's layout, under a header naming both branches' prediction above the colour bar.
+    grid = attention_grid([np.asarray(o) for o in e.overlays])
+    assert grid.shape == (20 + 224, 8 * 224, 3)
+    assert e.image.size == (8 * 224, header_height(2) + 20 + 224)
+    assert np.array_equal(np.asarray(e.image)[header_height(2) :], grid)
     with torch.no_grad():
         out = saved_model(stabn.load_clip(video, 8, 224).unsqueeze(0))
     assert e.temporal.tolist() == pytest.approx(out.temporal_attention.flatten().tolist())

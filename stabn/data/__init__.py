@@ -1,7 +1,15 @@
-"""Data: annotations, frame datasets, sampling, transforms, synthetic data and preparation."""
+"""Data: annotations, frame datasets, video files, sampling, transforms, synthetic data and preparation."""
 
 from .annotations import VideoRecord, count_frames, optional_class_names, read_class_names, read_label_file
-from .dataset import ClipBatch, FrameClipDataset, SkippedItem, collate_clips, load_clip, read_centre_clip
+from .dataset import (
+    ClipBatch,
+    FrameClipDataset,
+    SkippedItem,
+    collate_clips,
+    load_clip,
+    read_centre_clip,
+    read_eval_clips,
+)
 from .decode import read_jpeg
 from .loader import clip_loader, make_dataset
 from .sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
@@ -21,6 +29,7 @@ from .transforms import (
     random_crop_offset,
     reference_normalize_clip,
 )
+from .video import VideoClips, VideoInfo, probe_video, read_video_clips
 
 __all__ = [
     "VideoRecord",
@@ -36,6 +45,7 @@ __all__ = [
     "collate_clips",
     "load_clip",
     "read_centre_clip",
+    "read_eval_clips",
     "read_jpeg",
     "FRAME_TEMPLATE",
     "clip_indices",
@@ -57,4 +67,8 @@ __all__ = [
     "normalize_batch",
     "random_crop_offset",
     "reference_normalize_clip",
+    "VideoClips",
+    "VideoInfo",
+    "probe_video",
+    "read_video_clips",
 ]

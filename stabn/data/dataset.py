@@ -344,11 +344,12 @@ class FrameClipDataset(Dataset):
         return (self.num_views, self.frame_length, self.frame_size, self.frame_size, 3)
 
 
-def read_centre_clip(
-    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None
-) -> torch.Tensor:
-    """The centre clip and centre crop of one frames folder as evaluation takes it: uint8 RGB
-    ``[3, T, S, S]``, before normalisation.
+def read_eval_clips(
+    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_clips: int = 1, num_frames: Optional[int] = None
+) -> Tuple[torch.Tensor, List[List[int]]]:
+    """`num_clips` evaluation clips of one frames folder, centre-cropped, as evaluation takes
+    them: uint8 RGB ``[K, 3, T, S, S]`` before normalisation, and each clip's 0-based frame
+    indices.
 
     `num_frames` is the video's frame count as the label file gives it (the original's clip
     position depends on it); None counts the JPEGs in the folder."""
@@ -358,8 +359,17 @@ def read_centre_clip(
     if num_frames < 1:
         raise DataError(f"no JPEG frames in {video_dir}")
     record = VideoRecord(os.path.basename(os.path.normpath(video_dir)), num_frames, -1, video_dir)
-    views, _, _ = FrameClipDataset([record], None, frame_length, frame_size, mode="eval")[0]
-    return views[0]
+    dataset = FrameClipDataset([record], None, frame_length, frame_size, mode="eval", num_clips=num_clips)
+    views, _, _ = dataset[0]
+    return views, dataset.clip_frames(0)
+
+
+def read_centre_clip(
+    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None
+) -> torch.Tensor:
+    """The centre clip and centre crop of one frames folder as evaluation takes it: uint8 RGB
+    ``[3, T, S, S]``, before normalisation (`num_frames` as in `read_eval_clips`)."""
+    return read_eval_clips(video_dir, frame_length, frame_size, 1, num_frames)[0][0]
 
 
 def load_clip(

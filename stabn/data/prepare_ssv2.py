@@ -37,6 +37,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from ..errors import DataError, StabnError, report_error
 from ..fileio import atomic_write_text
 from .sampling import FRAME_TEMPLATE
+from .video import import_av, resize_short_side, short_side_size  # noqa: F401  (re-exported)
 
 PathLike = Union[str, os.PathLike]
 
@@ -170,11 +171,7 @@ def load_split(path: Path, class_of: Optional[Dict[str, int]]) -> List[Tuple[str
 
 
 def _import_av():
-    try:
-        import av  # noqa: F401  (optional `prep` extra; only this tool needs it)
-    except ImportError:
-        raise StabnError(PREP_HINT) from None
-    return av
+    return import_av(PREP_HINT)
 
 
 def _count_jpgs(folder: Path) -> int:
@@ -210,17 +207,9 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}"
 
 
-def short_side_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
-    """(width, height) scaled so that the shorter of the two is `short_side`, rounded."""
-    scale = short_side / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def _decode_video(src: Path, dst: Path, quality: int, short_side: Optional[int] = None) -> int:
     """Write every frame of `src` as dst/000001.jpg ..., resized to `short_side` when given
     (bilinear, antialiased when shrinking); return the count."""
-    from PIL import Image
-
     av = _import_av()
     n = 0
     with av.open(str(src)) as container:
@@ -231,7 +220,7 @@ def _decode_video(src: Path, dst: Path, quality: int, short_side: Optional[int] 
             n += 1
             image = frame.to_image()
             if short_side is not None:
-                image = image.resize(short_side_size(*image.size, short_side), Image.BILINEAR)
+                image = resize_short_side(image, short_side)
             image.save(dst / (FRAME_TEMPLATE % n), format="JPEG", quality=quality)
     return n
 

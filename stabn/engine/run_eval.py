@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..explain.visualize import jet, save_attention
 from ..fastpath import amp_dtype, exact_fp32, prepare_model
 from ..fileio import atomic_write, atomic_write_text
+from ..metrics import average_views
 from ..models import ModelSpec, STABNOutput, load_pretrained
 from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
 from .evaluate import EvalResult, evaluate
@@ -146,16 +147,27 @@ def write_scores(path: Path, scores: Mapping[str, torch.Tensor], dataset) -> Non
 
 
 class AttentionWriter:
-    """Saves the attention image of one view per video (the middle clip, centre crop)."""
+    """Saves the attention image of one view per video (the middle clip, centre crop), headed by
+    the video's prediction: its views' scores averaged as evaluation averages them."""
 
     def __init__(self, out: Path, dataset, cfg: Config, spec: ModelSpec) -> None:
         self.out, self.dataset, self.cfg, self.spec = out, dataset, cfg, spec
         self.view, self.views = dataset.centre_view, dataset.num_views
         self.remaining = cfg.eval.max_attention_videos
+        self.names = _class_names(cfg, spec)
+
+    def title(self, index: int, scores: torch.Tensor) -> str:
+        """`video <id>: predicted <name> (<p>), label <name>` for a video's averaged scores."""
+        record = self.dataset.records[index]
+        top = int(scores.argmax())
+        kind = "" if self.cfg.eval.average == "softmax" else "mean logit "  # what the number is
+        label = f", label {self.names[record.label]}" if 0 <= record.label < len(self.names) else ""
+        return f"video {record.video_id}: predicted {self.names[top]} ({kind}{float(scores[top]):.2f}){label}"
 
     def __call__(self, clips, labels, indices, outputs) -> None:
         if not isinstance(outputs, STABNOutput) or self.remaining <= 0:
             return
+        scores = average_views(outputs.logits, self.views, self.cfg.eval.average).cpu()
         for b, index in enumerate(indices.tolist()):
             if self.remaining <= 0:
                 return
@@ -168,6 +180,7 @@ class AttentionWriter:
                 outputs.spatial_attention[i],
                 outputs.temporal_attention[i],
                 gif=self.cfg.eval.attention_gif,
+                title=self.title(index, scores[b]),
             )
             self.remaining -= 1
 

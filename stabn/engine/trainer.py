@@ -209,7 +209,9 @@ class Trainer:
             clips = self.spec.normalize(clips, self.jitter, jitter_gen)
             clips = clips_layout(clips, self.channels_last)
             with autocast(ctx.device, self.amp_dtype):
-                loss, loss_per, loss_att = classification_losses(self.net(clips), labels, cfg.train.attention_sparsity)
+                loss, loss_per, loss_att = classification_losses(
+                    self.net(clips), labels, cfg.train.spatial_sparsity, cfg.train.temporal_sparsity
+                )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

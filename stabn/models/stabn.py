@@ -25,7 +25,7 @@ FUSIONS = ("concat", "product")
 # How the maps are scaled: the original leaves the sigmoids as they are; "peak" divides the
 # spatial map by its maximum in each frame and the temporal map by its maximum over the clip.
 # The features pass a BatchNorm after the gate, which undoes any uniform scaling of a map, so
-# only a map whose peak is fixed at 1 can be made smaller (by `attention_sparsity`) by
+# only a map whose peak is fixed at 1 can be made smaller (by `train.spatial_sparsity`) by
 # covering less of the clip rather than by shrinking all over.
 ATTENTION_NORMS = ("none", "peak")
 # Where the temporal map comes from: the original's "mlp" mixes the frames' pooled responses
