@@ -224,3 +224,38 @@ def textured_frames(num_frames: int, height: int, width: int, seed: int = 0) -> 
     coarse = rng.integers(0, 256, (height // 8 + 1, (width + 4 * num_frames) // 8 + 1, 3)).astype(np.uint8)
     wide = coarse.repeat(8, axis=0).repeat(8, axis=1)[:height]
     return np.stack([wide[:, 4 * i : 4 * i + width] for i in range(num_frames)])
+
+
+def unusable_videos(root) -> dict:
+    """name -> (path, what its error says) for files that are no usable video: not a video, a
+    video stream without frames, garbage partway through, cut short, no video stream, missing."""
+    import av
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    text = root / "notes.mp4"
+    text.write_text("not a video\n")
+    empty = encode_video(root / "empty.avi", np.zeros((0, 48, 64, 3), np.uint8), 10, "mjpeg", "yuvj420p")
+    # Garbage over the middle of a lossless stream: decoding fails partway.
+    broken = encode_video(root / "broken.mkv", textured_frames(20, 48, 64), 25, "ffv1", "bgr0")
+    data = bytearray(broken.read_bytes())
+    middle = slice(len(data) // 2, len(data) // 2 + len(data) // 8)
+    data[middle] = np.random.default_rng(0).integers(0, 256, len(data[middle]), dtype=np.uint8).tobytes()
+    broken.write_bytes(bytes(data))
+    # Cut in half: it decodes without an error, but its frames end long before its declared end.
+    cut = encode_video(root / "cut.webm", textured_frames(20, 48, 64), 10, "libvpx-vp9", "yuv420p")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with av.open(str(root / "sound.wav"), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            container.mux(packet)
+    return {
+        "not a video": (text, "is not a video file"),
+        "no frames": (empty, "has no decodable video frame"),
+        "corrupt partway": (broken, "decoding failed after frame"),
+        "cut short": (cut, "s it declares"),
+        "no video stream": (root / "sound.wav", "has no video stream"),
+        "missing": (root / "missing.webm", "does not exist"),
+    }

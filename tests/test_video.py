@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import stabn
-from helpers import encode_video, lossless_codec, lossy_codec, textured_frames, write_jpeg_folder
+from helpers import encode_video, lossless_codec, lossy_codec, textured_frames, unusable_videos, write_jpeg_folder
 from stabn.checkpoint import save_checkpoint
 from stabn.data import clip_indices, eval_starts, read_eval_clips
 from stabn.data.video import VIDEO_HINT, probe_video, read_video_clips, resize_short_side, target_short_side, write_mp4
@@ -166,39 +166,8 @@ def test_videos_are_resized_to_the_training_short_side_then_centre_cropped(same_
     assert np.array_equal(read.clips[0, :, 0].permute(1, 2, 0).numpy(), expected[:, 10 : 10 + S])
 
 
-def bad_videos(root):
-    """name -> (path, what the error says), for files that are not usable videos."""
-    root.mkdir(parents=True, exist_ok=True)
-    text = root / "notes.mp4"
-    text.write_text("not a video\n")
-    empty = encode_video(root / "empty.avi", levels(0), 10, "mjpeg", "yuvj420p")
-    # Garbage over the middle of a lossless stream: decoding fails partway.
-    good = encode_video(root / "broken.mkv", textured_frames(20, 48, 64), 25, "ffv1", "bgr0")
-    data = bytearray(good.read_bytes())
-    middle = slice(len(data) // 2, len(data) // 2 + len(data) // 8)
-    data[middle] = np.random.default_rng(0).integers(0, 256, len(data[middle]), dtype=np.uint8).tobytes()
-    good.write_bytes(bytes(data))
-    # Cut in half: its frames end long before the duration it declares.
-    webm = encode_video(root / "cut.webm", levels(20), 10, "libvpx-vp9", "yuv420p")
-    webm.write_bytes(webm.read_bytes()[: webm.stat().st_size // 2])
-    with av.open(str(root / "sound.wav"), "w") as container:
-        stream = container.add_stream("pcm_s16le", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
-        frame.sample_rate = 8000
-        for packet in list(stream.encode(frame)) + list(stream.encode()):
-            container.mux(packet)
-    return {
-        "not a video": (text, "is not a video file"),
-        "no frames": (empty, "has no decodable video frame"),
-        "corrupt partway": (good, "decoding failed after frame"),
-        "cut short": (webm, "s it declares"),
-        "no video stream": (root / "sound.wav", "has no video stream"),
-        "missing": (root / "missing.webm", "does not exist"),
-    }
-
-
 def test_unusable_videos_are_one_line_errors_naming_the_file(tmp_path, model):
-    for name, (path, says) in bad_videos(tmp_path).items():
+    for name, (path, says) in unusable_videos(tmp_path).items():
         for call in (stabn.predict, stabn.explain):
             with pytest.raises(DataError) as caught:
                 call(model, path)
