@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import stabn
 from stabn.bench import torch_threads
@@ -234,9 +235,12 @@ def bench_files(tmp_path_factory):
     # Clips of all 8 frames: every clip holds the event window.
     model = stabn.build_model("abn_resnet18", num_classes=CLASSES, frame_length=8, frame_size=S, width=4)
     baseline = stabn.build_model("resnet18", num_classes=CLASSES, frame_length=8, frame_size=S, width=4)
+    options = stabn.build_model("abn_resnet18", num_classes=CLASSES, frame_length=8, frame_size=S, width=4,
+                                attention=EXPLAIN_OPTIONS)  # fmt: skip
     (root / "run").mkdir()
     save_checkpoint(root / "run" / "stabn.pt", model, model.spec.to_dict())
     save_checkpoint(root / "baseline.pt", baseline, baseline.spec.to_dict())
+    save_checkpoint(root / "options.pt", options, options.spec.to_dict())
     return root
 
 
@@ -258,6 +262,9 @@ def test_boxes_move_with_the_centre_crop(bench_files):
         )
 
 
+EXPLAIN_OPTIONS = {"spatial_gate": "multiply", "fusion": "product", "norm": "peak", "temporal": "frame"}
+
+
 def run_bench(capsys, *args):
     code = bench_main(["explain", *map(str, args)])
     captured = capsys.readouterr()
@@ -268,23 +275,31 @@ def run_bench(capsys, *args):
 def test_the_command_writes_every_explainer_and_metric(bench_files, capsys):
     out = bench_files / "out"
     code, stdout, stderr = run_bench(
-        capsys, "--checkpoint", bench_files / "run" / "stabn.pt", "--baseline-checkpoint", bench_files / "baseline.pt",
+        capsys, "--checkpoint", bench_files / "options.pt", "--baseline-checkpoint", bench_files / "baseline.pt",
+        "--reference-checkpoint", bench_files / "run" / "stabn.pt",
         "--data", bench_files / "data", "--videos", 5, "--auc-videos", 2, "--steps", 3, "--smoothgrad-samples", 2,
-        "--ig-steps", 4, "--bootstrap", 100, "--threads", 1, "--out", out,
+        "--ig-steps", 4, "--bootstrap", 100, "--threads", 1, "--out", out, "--pictures", 1,
     )  # fmt: skip
     assert code == 0, stderr
     summary = json.loads((out / "explain.json").read_text())
     names = [
-        "stabn_attention", "attention_class_map", "gradcam_layer3", "gradcam_layer4", "baseline_gradcam_layer3",
-        "baseline_gradcam_layer4", "input_gradient", "smoothgrad", "integrated_gradients", "random", "centre",
+        "stabn_attention", "reference_stabn_attention", "attention_class_map", "gradcam_layer3", "gradcam_layer4",
+        "baseline_gradcam_layer3", "baseline_gradcam_layer4", "input_gradient", "smoothgrad", "integrated_gradients",
+        "random", "centre",
     ]  # fmt: skip
     assert list(summary["explainers"]) == names
     assert summary["videos"] == 5 and summary["auc_videos"] == 2
     assert summary["model"]["name"] == "abn_resnet18" and summary["baseline"]["name"] == "resnet18"
+    assert summary["model"]["attention"] == EXPLAIN_OPTIONS
+    assert summary["reference"]["attention"] == {"spatial_gate": "residual", "fusion": "concat", "norm": "none",
+                                                 "temporal": "mlp"}  # fmt: skip
+    assert {"peak_on_border", "target_ratio", "spatial_range", "temporal_range"} <= set(summary["attention_statistics"])
+    with Image.open(out / "pictures" / "000009.png") as picture:  # the first validation video
+        assert picture.height == 40 + len(names) * (224 + 20)
     assert summary["settings"]["bootstrap"] == 100 and summary["settings"]["layers"] == ["layer3", "layer4"]
     assert summary["metrics"] == [key for key, _ in METRICS]
     for name, figures in summary["explainers"].items():
-        assert figures["model"] == ("baseline" if name.startswith("baseline") else "stabn")
+        assert figures["model"] == (name.split("_")[0] if name.startswith(("baseline", "reference")) else "stabn")
         for key, _ in METRICS:
             figure = figures[key]
             if name == "centre" and key.startswith("temporal"):

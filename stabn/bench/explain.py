@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline-checkpoint", default=None, help="a 3D ResNet trained on the same data, for its Grad-CAM"
     )
+    parser.add_argument(
+        "--reference-checkpoint",
+        default=None,
+        help="another ST-ABN trained on the same data (e.g. the original architecture): its own attention is "
+        "scored on the same clips, as reference_stabn_attention",
+    )
     parser.add_argument("--split", default=_DEFAULTS.split, help="label file <data>/<split>.txt (default: val)")
     parser.add_argument("--videos", type=int, default=_DEFAULTS.videos, help="the first N videos of the split")
     parser.add_argument(
@@ -91,6 +97,16 @@ def settings_of(args: argparse.Namespace) -> Settings:
     )
 
 
+def _warn_if_other_clips(path, other, main_path, model) -> None:
+    a, b = model.spec, other.spec
+    if (a.frame_length, a.frame_size) != (b.frame_length, b.frame_size):
+        print(
+            f"warning: {path} takes {b.frame_length} frames of {b.frame_size} px, {main_path} "
+            f"{a.frame_length} of {a.frame_size}; both are given the ST-ABN's clips",
+            file=sys.stderr,
+        )
+
+
 def picture_writer(out: Path, dataset, model):
     """Writes `pictures/<video_id>.png`: every explainer's map on 8 frames of the clip."""
 
@@ -117,23 +133,23 @@ def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with torch_threads(args.threads):
         model = load_stabn(args.checkpoint, device)
-        baseline = None
+        baseline = reference = None
         if args.baseline_checkpoint is not None:
             baseline = load_baseline(args.baseline_checkpoint, device)
-            a, b = model.spec, baseline.spec
-            if (a.frame_length, a.frame_size) != (b.frame_length, b.frame_size):
-                print(
-                    f"warning: {args.baseline_checkpoint} takes {b.frame_length} frames of {b.frame_size} px, "
-                    f"{args.checkpoint} {a.frame_length} of {a.frame_size}; both are given the ST-ABN's clips",
-                    file=sys.stderr,
-                )
+            _warn_if_other_clips(args.baseline_checkpoint, baseline, args.checkpoint, model)
+        if args.reference_checkpoint is not None:
+            reference = load_stabn(args.reference_checkpoint, device)
+            _warn_if_other_clips(args.reference_checkpoint, reference, args.checkpoint, model)
         dataset, truth = open_split(args.data, settings.split, model.spec, settings.videos)
         out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
-        summary = run_benchmark(model, dataset, truth, settings, baseline, pictures=picture_writer(out, dataset, model))
+        summary = run_benchmark(model, dataset, truth, settings, baseline, reference=reference,
+                                pictures=picture_writer(out, dataset, model))  # fmt: skip
         summary["attention_statistics"] = attention_statistics(model, dataset, truth, settings.videos)
     summary["model"]["checkpoint"] = str(args.checkpoint)
     if baseline is not None:
         summary["baseline"]["checkpoint"] = str(args.baseline_checkpoint)
+    if reference is not None:
+        summary["reference"]["checkpoint"] = str(args.reference_checkpoint)
     summary["data"] = str(args.data)
     summary["settings"]["device"] = device.type
     text = write_reports(out, summary)

@@ -72,7 +72,9 @@ METRICS: Tuple[Tuple[str, str], ...] = (
     ("random_insertion_auc", "random insertion AUC"),
 )
 TABLE_METRICS = 8  # the random orders' own AUCs are the same for every explainer of a model: below the table
-STABN, BASELINE = "stabn", "baseline"
+# The ST-ABN explained; a second ST-ABN (e.g. the original architecture) whose own attention is
+# scored on the same clips; the 3D ResNet baseline.
+STABN, REFERENCE, BASELINE = "stabn", "reference", "baseline"
 # Streams of numpy's generator per (seed, stream, video).
 _RANDOM_VOLUME, _RANDOM_ORDER, _NOISE = 0, 1, 2
 
@@ -109,13 +111,15 @@ def _seed_for(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def explainers(settings: Settings, with_baseline: bool) -> List[Explainer]:
+def explainers(settings: Settings, with_baseline: bool, with_reference: bool = False) -> List[Explainer]:
     """The benchmark's explainers, in table order."""
     s = settings
-    rows = [
-        Explainer("stabn_attention", STABN, lambda m, c, t, i: saliency.stabn_attention(m, c, t)),
-        Explainer("attention_class_map", STABN, lambda m, c, t, i: saliency.attention_class_map(m, c, t)),
-    ]
+    rows = [Explainer("stabn_attention", STABN, lambda m, c, t, i: saliency.stabn_attention(m, c, t))]
+    if with_reference:
+        rows.append(
+            Explainer("reference_stabn_attention", REFERENCE, lambda m, c, t, i: saliency.stabn_attention(m, c, t))
+        )
+    rows += [Explainer("attention_class_map", STABN, lambda m, c, t, i: saliency.attention_class_map(m, c, t))]
     for layer in s.layers:
         rows.append(Explainer(f"gradcam_{layer}", STABN, partial(_gradcam, layer=layer)))
     if with_baseline:
@@ -235,6 +239,7 @@ def run_benchmark(
     settings: Settings,
     baseline: Optional[nn.Module] = None,
     progress: bool = True,
+    reference: Optional[nn.Module] = None,
     pictures: Optional[Callable[[int, Tensor, List[Any], List[Tuple[str, Tensor, Optional[Tensor]]]], None]] = None,
 ) -> Dict[str, Any]:
     """Explain the first `settings.videos` videos of `dataset` with every explainer and
@@ -244,12 +249,16 @@ def run_benchmark(
     device = next(model.parameters()).device
     models = {STABN: model.eval()}
     specs = {STABN: model_spec(model)}
+    if reference is not None:
+        models[REFERENCE], specs[REFERENCE] = reference.eval(), model_spec(reference)
     if baseline is not None:
         models[BASELINE], specs[BASELINE] = baseline.eval(), model_spec(baseline)
-    for m in models.values():  # an unknown layer stops the run before it starts
+    for key, m in models.items():  # an unknown layer stops the run before it starts
+        if key == REFERENCE:
+            continue
         for layer in settings.layers:
             saliency.layer_of(m, layer)
-    rows_of = explainers(settings, baseline is not None)
+    rows_of = explainers(settings, baseline is not None, reference is not None)
     rows = {e.name: _Rows() for e in rows_of}
     random_rows = {key: _Rows() for key in models}
     correct = dict.fromkeys(models, 0)
@@ -330,6 +339,13 @@ def run_benchmark(
     }
     if baseline is not None:
         summary["baseline"] = {"name": specs[BASELINE].name, "accuracy": correct[BASELINE] / max(count, 1)}
+    if reference is not None:
+        summary["reference"] = {
+            "name": specs[REFERENCE].name,
+            "attention": asdict(specs[REFERENCE].attention),
+            "accuracy": correct[REFERENCE] / max(count, 1),
+        }
+    summary["model"]["attention"] = asdict(specs[STABN].attention)
     for explainer in rows_of:
         summary["explainers"][explainer.name] = _summarise(
             rows[explainer.name], random_rows[explainer.model], explainer.model, settings
@@ -403,7 +419,7 @@ def markdown_table(summary: Dict[str, Any]) -> str:
         f"{summary['videos']} videos of `{settings['split']}` ({auc_part}); {percent}% percentile bootstrap "
         f"intervals over videos ({settings['bootstrap']} resamples, seed {settings['seed']}).",
     ]
-    for key, title in ((STABN, "model"), (BASELINE, "baseline")):
+    for key, title in ((STABN, "model"), (REFERENCE, "reference"), (BASELINE, "baseline")):
         info = summary.get(title)
         if not info:
             continue
