@@ -136,3 +136,18 @@ def test_frame_temporal_attention_has_no_position_prior():
         inner = model(clip).temporal_attention.flatten()[1:-1]
         assert torch.allclose(inner, inner[:1].expand_as(inner)) == alike, temporal
     assert "temp_att_frame.0.weight" in model.state_dict() or temporal == "mlp"
+
+
+@torch.no_grad()
+def test_class_temporal_attention_reads_the_per_frame_class_scores():
+    """ "class": each frame's weight is a sigmoid of an affine map of the attention branch's
+    strongest class score in that frame, the scores its classifier reads."""
+    torch.manual_seed(0)
+    model = build_model("abn_resnet18", **TINY, attention={"temporal": "class"}).eval()
+    scores = {}
+    model.conv_att_out.register_forward_hook(lambda mod, args, out: scores.setdefault("out", out))
+    out = model(torch.randn(1, 3, 4, 32, 32))
+    strongest = scores["out"].amax(dim=1).flatten()  # [T]
+    conv = model.temp_att_class[0]
+    expected = torch.sigmoid(conv.weight.flatten() * strongest + conv.bias)
+    torch.testing.assert_close(out.temporal_attention.flatten(), expected)

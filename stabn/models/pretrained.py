@@ -49,8 +49,9 @@ def infer_architecture(state_dict: Mapping[str, Tensor], source: PathLike = "<ch
         attention = {}
         if state_dict["conv_att_mechanism.0.weight"].shape[1] == state_dict["conv_att_mechanism.0.weight"].shape[0]:
             attention["fusion"] = "product"
-        if "temp_att_frame.0.weight" in state_dict:
-            attention["temporal"] = "frame"
+        for source in ("frame", "class"):
+            if f"temp_att_{source}.0.weight" in state_dict:
+                attention["temporal"] = source
         if attention:
             arch["attention"] = attention
     return arch

@@ -31,8 +31,10 @@ ATTENTION_NORMS = ("none", "peak")
 # Where the temporal map comes from: the original's "mlp" mixes the frames' pooled responses
 # through Linear(T, T) layers, which can (and in practice do) learn a fixed profile over
 # frame positions whatever the clip; "frame" scores each frame from its own pooled response
-# (a temporal kernel of 3, the same weights at every position), so the map follows the clip.
-TEMPORAL_SOURCES = ("mlp", "frame")
+# (a temporal kernel of 3, the same weights at every position), so the map follows the clip;
+# "class" scores each frame by the attention branch's strongest class response in it (the
+# per-frame scores its classifier reads), so the frames that carry the decision stand out.
+TEMPORAL_SOURCES = ("mlp", "frame", "class")
 
 
 @dataclass
@@ -124,8 +126,10 @@ class STABN(nn.Module):
                 nn.Conv2d(T, T, 1, bias=False), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
             )
             self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
-        else:
+        elif attention.temporal == "frame":
             self.temp_att_frame = nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.Sigmoid())
+        else:
+            self.temp_att_class = nn.Sequential(nn.Conv1d(1, 1, 1), nn.Sigmoid())
         # Fuses the spatially and the temporally weighted features back to layer3's width.
         fused = width * 8 * e if attention.fusion == "concat" else width * 4 * e
         self.conv_att_mechanism = nn.Sequential(
@@ -149,14 +153,17 @@ class STABN(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
 
         att = self.conv_att_common(self.layer_att_common(x))
-        att_logits = self.fc_att_out(self.dropout_att(self.conv_att_out(att).flatten(1)))
+        frame_scores = self.conv_att_out(att)  # [B, K, T, 1, 1]
+        att_logits = self.fc_att_out(self.dropout_att(frame_scores.flatten(1)))
         spatial = self.conv_spatial_att(att)
         b, _, t, h, w = att.shape
         temporal = self.conv_temp_att1(att).view(b, t, h, w)
         if self.attention.temporal == "mlp":
             temporal = self.conv_temp_att3(self.conv_temp_att2(temporal).view(b, t))
-        else:
+        elif self.attention.temporal == "frame":
             temporal = self.temp_att_frame(temporal.mean(dim=(2, 3)).view(b, 1, t))
+        else:
+            temporal = self.temp_att_class(frame_scores.amax(dim=1).view(b, 1, t))
         temporal = temporal.view(b, 1, t, 1, 1)
         if self.attention.norm == "peak":
             # The floor keeps a map whose sigmoid underflowed to 0 everywhere at 0, not NaN.
