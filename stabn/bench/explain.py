@@ -60,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pictures", type=int, default=_DEFAULTS.pictures, help="pictures of every explainer for the first N videos"
     )
+    parser.add_argument(
+        "--picture-explainers",
+        default="",
+        help="the explainers the pictures show, comma-separated, in that order (default: all)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: <checkpoint's folder>/explain)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
@@ -107,10 +112,21 @@ def _warn_if_other_clips(path, other, main_path, model) -> None:
         )
 
 
-def picture_writer(out: Path, dataset, model):
-    """Writes `pictures/<video_id>.png`: every explainer's map on 8 frames of the clip."""
+def _names(text: str) -> Tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def picture_writer(out: Path, dataset, model, names: Tuple[str, ...] = ()):
+    """Writes `pictures/<video_id>.png`: each explainer's map (those in `names`, in that order,
+    or all) on 8 frames of the clip."""
 
     def write(index, frames, boxes, drawn) -> None:
+        if names:
+            by_name = {row[0]: row for row in drawn}
+            unknown = [name for name in names if name not in by_name]
+            if unknown:
+                raise ConfigError(f"--picture-explainers: no explainer {unknown[0]!r}; there are {', '.join(by_name)}")
+            drawn = [by_name[name] for name in names]
         frames = frames.numpy()
         step = max(1, frames.shape[0] // 8)
         chosen = list(range(0, frames.shape[0], step))[:8]
@@ -142,8 +158,8 @@ def main(args: argparse.Namespace) -> int:
             _warn_if_other_clips(args.reference_checkpoint, reference, args.checkpoint, model)
         dataset, truth = open_split(args.data, settings.split, model.spec, settings.videos)
         out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
-        summary = run_benchmark(model, dataset, truth, settings, baseline, reference=reference,
-                                pictures=picture_writer(out, dataset, model))  # fmt: skip
+        pictures = picture_writer(out, dataset, model, _names(args.picture_explainers))
+        summary = run_benchmark(model, dataset, truth, settings, baseline, reference=reference, pictures=pictures)
         summary["attention_statistics"] = attention_statistics(model, dataset, truth, settings.videos)
     summary["model"]["checkpoint"] = str(args.checkpoint)
     if baseline is not None:
