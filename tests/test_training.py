@@ -239,3 +239,22 @@ def test_mixed_precision_training(tiny_data, plain_run, tmp_path, amp):
         first, ours = scalars(plain_run, tag)[0], scalars(tmp_path / amp, tag)[0]
         assert ours == pytest.approx(first, rel=0.01) and ours != first, tag
     assert all(torch.isfinite(v.float()).all() for v in final_weights(tmp_path / amp).values())
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_explanation_config_trains_under_torchrun(tiny_data, tmp_path):
+    """configs/synthetic_explain.yaml (ST-ABN with the explanation options and the sparsity
+    term) with two Gloo processes, on tiny data."""
+    logdir = tmp_path / "run"
+    cmd = torchrun("train_ddp.py", "--config", str(REPO / "configs" / "synthetic_explain.yaml"),
+                   *tiny_run(tiny_data, logdir, "train.batch_size=2", "eval.batch_size=2"))  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(logdir / "checkpoint-final.pt", weights_only=True)
+    assert ckpt["model_spec"]["attention"] == yaml.safe_load(
+        (REPO / "configs" / "synthetic_explain.yaml").read_text())["model"]["attention"]  # fmt: skip
+    history = json.loads((logdir / "history.json").read_text())
+    assert len(history) == 1 and history[0]["loss"] > 0
+    saved = yaml.safe_load((logdir / "config.yaml").read_text())
+    assert saved["train"]["spatial_sparsity"] > 0
