@@ -151,3 +151,15 @@ def test_class_temporal_attention_reads_the_per_frame_class_scores():
     conv = model.temp_att_class[0]
     expected = torch.sigmoid(conv.weight.flatten() * strongest + conv.bias)
     torch.testing.assert_close(out.temporal_attention.flatten(), expected)
+
+
+@pytest.mark.parametrize("temporal", ["mlp", "frame", "class"])
+def test_every_parameter_takes_part_in_the_loss(temporal):
+    """DDP (without find_unused_parameters) needs every parameter in the graph."""
+    torch.manual_seed(0)
+    options = {"spatial_gate": "multiply", "fusion": "product", "norm": "peak", "temporal": temporal}
+    model = build_model("abn_resnet18", **TINY, attention=options)
+    loss = classification_losses(model(torch.randn(2, 3, 4, 32, 32)), torch.tensor([0, 1]), 0.5, 0.5)[0]
+    loss.backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not unused, unused

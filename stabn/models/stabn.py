@@ -118,9 +118,10 @@ class STABN(nn.Module):
         self.dropout_att = nn.Dropout(dropout)
         self.fc_att_out = nn.Linear(K * T, K)
         self.conv_spatial_att = nn.Sequential(nn.Conv3d(K, 1, 1, bias=False), nn.BatchNorm3d(1), nn.Sigmoid())
-        self.conv_temp_att1 = nn.Sequential(
-            nn.Conv3d(K, 1, 3, padding=1, bias=False), nn.BatchNorm3d(1), nn.ReLU(inplace=True)
-        )
+        if attention.temporal != "class":  # "class" reads the attention branch's own frame scores
+            self.conv_temp_att1 = nn.Sequential(
+                nn.Conv3d(K, 1, 3, padding=1, bias=False), nn.BatchNorm3d(1), nn.ReLU(inplace=True)
+            )
         if attention.temporal == "mlp":
             self.conv_temp_att2 = nn.Sequential(
                 nn.Conv2d(T, T, 1, bias=False), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
@@ -157,11 +158,11 @@ class STABN(nn.Module):
         att_logits = self.fc_att_out(self.dropout_att(frame_scores.flatten(1)))
         spatial = self.conv_spatial_att(att)
         b, _, t, h, w = att.shape
-        temporal = self.conv_temp_att1(att).view(b, t, h, w)
         if self.attention.temporal == "mlp":
+            temporal = self.conv_temp_att1(att).view(b, t, h, w)
             temporal = self.conv_temp_att3(self.conv_temp_att2(temporal).view(b, t))
         elif self.attention.temporal == "frame":
-            temporal = self.temp_att_frame(temporal.mean(dim=(2, 3)).view(b, 1, t))
+            temporal = self.temp_att_frame(self.conv_temp_att1(att).mean(dim=(3, 4)))
         else:
             temporal = self.temp_att_class(frame_scores.amax(dim=1).view(b, 1, t))
         temporal = temporal.view(b, 1, t, 1, 1)
