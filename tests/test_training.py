@@ -257,4 +257,4 @@ def test_the_explanation_config_trains_under_torchrun(tiny_data, tmp_path):
     history = json.loads((logdir / "history.json").read_text())
     assert len(history) == 1 and history[0]["loss"] > 0
     saved = yaml.safe_load((logdir / "config.yaml").read_text())
-    assert saved["train"]["spatial_sparsity"] > 0
+    assert saved["train"]["spatial_sparsity"] > 0 and saved["train"]["temporal_sparsity"] > 0
