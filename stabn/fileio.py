@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Tuple, Union
 
 PathLike = Union[str, os.PathLike]
 
 
+def _create_beside(path: Path) -> Tuple[int, Path]:
+    """A new, empty temporary file next to `path`, open for writing. Created with mode 0666
+    so that the kernel applies the process umask, as for any other file (tempfile.mkstemp
+    would make it 0600 whatever the umask, and the rename would keep that)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call `write` on a temporary file beside `path`, flush it to disk, then rename it over
-    `path`. A kill at any moment leaves the previous file intact."""
+    `path`. A kill at any moment leaves the previous file intact. The file's mode follows the
+    umask (0644 under the usual 022)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

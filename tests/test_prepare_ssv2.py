@@ -103,6 +103,19 @@ def test_frames_and_label_files(dataset):
     assert sorted(os.listdir(out / "frames")) == sorted(N_FRAMES)  # no partial dirs left
 
 
+def test_files_are_readable_by_the_team_under_umask_022(dataset):
+    """Label files, class names and frames: 0644 under umask 022, as a shared cluster needs."""
+    out = dataset[2]
+    previous = os.umask(0o022)
+    try:
+        run(dataset, limit=1)
+    finally:
+        os.umask(previous)
+    files = ["train_videofolder.txt", "val_videofolder.txt", "test_videofolder.txt", "category.txt",
+             "frames/10/000001.jpg"]  # fmt: skip
+    assert {name: oct(os.stat(out / name).st_mode & 0o777) for name in files} == dict.fromkeys(files, "0o644")
+
+
 def qtable_sum(path: Path) -> int:
     with Image.open(path) as im:
         return sum(im.quantization[0])
