@@ -9,7 +9,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from .config import Config, load_config
-from .errors import StabnError, report_error
+from .errors import ConfigError, StabnError, report_error
 
 
 def stop_loader_workers(error: BaseException) -> int:
@@ -92,10 +92,16 @@ def config_parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> Config:
+    """A training command's config: `--config`, its overrides and the `--logdir` / `--resume` flags."""
     parser = config_parser("Train a model from a YAML config with dotted overrides.")
     parser.add_argument("--resume", help="checkpoint path, or 'latest'; same as train.resume=...")
     # Overrides may stand before, between and after the flags.
     args = parser.parse_intermixed_args(argv)
+    if not args.config:
+        raise ConfigError(
+            f"no --config given; usage: {parser.prog} --config configs/<name>.yaml [key=value ...] "
+            "[--logdir DIR] [--resume latest]"
+        )
     overrides: List[str] = list(args.overrides)
     if args.logdir:
         overrides.append(f"logdir={args.logdir}")

@@ -2,12 +2,22 @@
 
 Command-line entry points print them as one line and exit with code 2; everything else
 is left to raise with its traceback.
+
+Under torchrun every rank usually meets the same bad input: rank 0 prints the line, and every
+rank writes it to torchelastic's error file, so that torchrun's summary shows it as the root
+cause and torchrun's own error file carries the exit code (`errorCode`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
+import time
+
+# README, "Exit codes".
+BAD_INPUT_EXIT_CODE = 2
 
 
 class StabnError(Exception):
@@ -25,8 +35,6 @@ class DataError(StabnError):
 class CheckpointError(StabnError):
     """A file that is not a checkpoint, is unsafe to load, or does not fit the model."""
 
-
-BAD_INPUT_EXIT_CODE = 2
 
 # How torch re-raises an error of a DataLoader worker (or of its pin-memory thread).
 _WORKER_PREFIX = re.compile(r"^Caught \w+ in [^\n]*\.\nOriginal Traceback")
@@ -54,7 +62,29 @@ def error_message(error: BaseException) -> str:
     return " ".join(message.split())
 
 
+def write_torchelastic_error(line: str) -> None:
+    """Write `line` to the error file torchrun gives each worker (TORCHELASTIC_ERROR_FILE), in
+    torchelastic's format, so that torchrun's failure summary shows it as the root cause; no-op
+    outside torchrun. Without a `py_callstack` entry the summary shows the message itself."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": line, "extraInfo": {"timestamp": str(int(time.time()))}}}
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    except OSError:  # the line on stderr is what matters; the summary then says less
+        pass
+
+
 def report_error(error: BaseException) -> int:
-    """Print `error` as the one `error: ...` line of bad input; return its exit code, 2."""
-    print(f"error: {error_message(error)}", file=sys.stderr)
+    """Report `error` as the one `error: ...` line of bad input; return its exit code, 2.
+
+    Under torchrun only rank 0 prints the line (the others would repeat it), and every rank
+    writes it to its torchelastic error file: a line that only another rank met still reaches
+    torchrun's summary."""
+    line = f"error: {error_message(error)}"
+    write_torchelastic_error(line)
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
     return BAD_INPUT_EXIT_CODE

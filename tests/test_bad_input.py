@@ -175,6 +175,7 @@ def runs(tmp, data, variants, trained, existing):
         "skip_1": train_cmd(v["both"], tmp / "r_skip_1", "data.skip_corrupt=true", workers=1),
         "frame_size": train_cmd(data, tmp / "r_frame_size", "data.frame_size=64"),
         "yaml_syntax": [sys.executable, str(REPO / "train_dp.py"), "--config", str(bad_yaml)],
+        "no_config": [sys.executable, str(REPO / "train_dp.py"), "train.epochs=1"],
         "eval_half": eval_cmd(tmp / "e_half", half, data),
         "eval_classes": eval_cmd(tmp / "e_classes", ckpt, data, "model.num_classes=5"),
         "eval_length": eval_cmd(tmp / "e_length", ckpt, data, "data.frame_length=4"),
@@ -275,6 +276,14 @@ def test_failing_run_keeps_what_an_earlier_run_wrote(runs, existing):
 def test_yaml_syntax_error_through_train_dp(runs, tmp):
     assert re.fullmatch(
         rf"error: {re.escape(str(tmp / 'bad.yaml'))}:\d+: YAML syntax error.*", error_line(runs["yaml_syntax"])
+    )
+
+
+@pytest.mark.slow
+def test_train_dp_without_config_says_how_to_call_it(runs):
+    assert error_line(runs["no_config"]) == (
+        "error: no --config given; usage: train_dp.py --config configs/<name>.yaml [key=value ...] "
+        "[--logdir DIR] [--resume latest]"
     )
 
 
