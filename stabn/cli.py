@@ -9,7 +9,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from .config import Config, load_config
-from .errors import ConfigError, StabnError, report_error
+from .errors import ConfigError, ReportedError, report_error
 
 
 def stop_loader_workers(error: BaseException) -> int:
@@ -50,10 +50,11 @@ def stop_loader_workers(error: BaseException) -> int:
 
 
 def run_cli(main: Callable[[], Optional[int]]) -> None:
-    """Run `main`; bad input ends as one `error: ...` line and exit code 2, no traceback."""
+    """Run `main`; bad input ends as one `error: ...` line and exit code 2, a job that cannot go
+    on (`ReportedError`) as one line and exit code 1, no traceback."""
     try:
         code = main()
-    except StabnError as e:
+    except ReportedError as e:
         stop_loader_workers(e)
         sys.exit(report_error(e))
     except KeyboardInterrupt as e:

@@ -97,6 +97,10 @@ class TrainConfig:
     spatial_sparsity: float = 0.0
     temporal_sparsity: float = 0.0
     max_iters_per_epoch: int = 0  # 0: the whole epoch; >0 shortens epochs for smoke runs
+    # Seconds a process waits in a collective (gradient all-reduce, validation counts, barriers)
+    # for the others, under torchrun (eval.py too); past it the job ends with one line naming
+    # the step, instead of hanging. Longer than any one step, validation's unevenness included.
+    collective_timeout: float = 1800.0
 
 
 @dataclass
@@ -337,6 +341,8 @@ def validate(cfg: Config) -> None:
                           "train.spatial_sparsity / temporal_sparsity are ST-ABN options")  # fmt: skip
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
+    if cfg.train.collective_timeout <= 0:
+        raise ConfigError(f"'train.collective_timeout' must be positive, got {cfg.train.collective_timeout!r}")
     if cfg.model.name not in MODEL_NAMES:
         close = difflib.get_close_matches(cfg.model.name, MODEL_NAMES, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -1,9 +1,8 @@
-"""Errors that mean "the input is wrong", as opposed to a bug, and the one line that reports them.
+"""Errors that end a command with one line `error: ...` instead of a traceback, and their exit
+codes: 2 for bad input, 1 for a job that could not go on otherwise (processes that stopped
+answering). Anything else, a bug, is left to raise with its traceback (exit code 1 too).
 
-Command-line entry points print them as one line and exit with code 2; everything else
-is left to raise with its traceback.
-
-Under torchrun every rank usually meets the same bad input: rank 0 prints the line, and every
+Under torchrun every rank usually meets the same error: rank 0 prints the line, and every
 rank writes it to torchelastic's error file, so that torchrun's summary shows it as the root
 cause and torchrun's own error file carries the exit code (`errorCode`).
 """
@@ -17,11 +16,20 @@ import sys
 import time
 
 # README, "Exit codes".
+FAILED_EXIT_CODE = 1
 BAD_INPUT_EXIT_CODE = 2
 
 
-class StabnError(Exception):
+class ReportedError(Exception):
+    """An error that ends a command with its one line and `exit_code`."""
+
+    exit_code = FAILED_EXIT_CODE
+
+
+class StabnError(ReportedError):
     """Bad input from the user: a file, a line, a key or a value, named in the message."""
+
+    exit_code = BAD_INPUT_EXIT_CODE
 
 
 class ConfigError(StabnError):
@@ -78,7 +86,7 @@ def write_torchelastic_error(line: str) -> None:
 
 
 def report_error(error: BaseException) -> int:
-    """Report `error` as the one `error: ...` line of bad input; return its exit code, 2.
+    """Report `error` as its one `error: ...` line; return its exit code (2 for bad input).
 
     Under torchrun only rank 0 prints the line (the others would repeat it), and every rank
     writes it to its torchelastic error file: a line that only another rank met still reaches
@@ -87,4 +95,4 @@ def report_error(error: BaseException) -> int:
     write_torchelastic_error(line)
     if os.environ.get("RANK", "0") == "0":
         print(line, file=sys.stderr)
-    return BAD_INPUT_EXIT_CODE
+    return getattr(error, "exit_code", BAD_INPUT_EXIT_CODE)

@@ -28,8 +28,9 @@ from stabn.config import load_config
 from stabn.data.synthetic import main as synthetic_main
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
+from stabn.engine.run_eval import eval_job
 from stabn.engine.trainer import Trainer
-from stabn.errors import DataError, error_message
+from stabn.errors import ConfigError, DataError, error_message
 from stabn.models import build_model
 
 CONFIG = REPO / "configs" / "synthetic.yaml"
@@ -285,6 +286,27 @@ def test_train_dp_without_config_says_how_to_call_it(runs):
         "error: no --config given; usage: train_dp.py --config configs/<name>.yaml [key=value ...] "
         "[--logdir DIR] [--resume latest]"
     )
+
+
+@pytest.mark.parametrize("key", ["train_labels", "val_labels"])
+def test_a_label_file_not_set_is_named(data, tmp_path, key):
+    cfg = load_config(CONFIG, tiny_overrides(data, tmp_path / "run") + [f"data.{key}="])
+    with pytest.raises(ConfigError, match=rf"^data\.{key} is not set: give it in the config or as data\.{key}=PATH$"):
+        Trainer(cfg, DistContext())
+
+
+def test_an_empty_training_list_is_named(data, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    cfg = load_config(CONFIG, tiny_overrides(data, tmp_path / "run") + [f"data.train_labels={tmp_path}/empty.txt"])
+    with pytest.raises(DataError, match=rf"^{tmp_path}/empty\.txt: no videos to train on$"):
+        Trainer(cfg, DistContext())
+
+
+@pytest.mark.slow
+def test_eval_of_an_empty_list_is_named(trained, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match=rf"^{tmp_path}/empty\.txt: no videos to evaluate$"):
+        eval_job(str(trained), None, [f"data.val_labels={tmp_path}/empty.txt", "data.num_workers=0"])
 
 
 # -- checkpoints --------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -9,6 +11,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from ..errors import ReportedError
 
 
 @dataclass
@@ -19,6 +23,9 @@ class DistContext:
     device: torch.device = torch.device("cpu")
     distributed: bool = False  # a torch.distributed process group is up
     devices: int = 1  # GPUs this process drives: all visible ones under DataParallel
+    # Where the job is ("epoch 3 step 12", "validation after epoch 3"): what a collective that
+    # never completes is named by.
+    step: str = "start-up"
 
     @property
     def is_main(self) -> bool:
@@ -33,9 +40,10 @@ class DistContext:
         return f"batch {per_device} per {unit} x {count} {units} = {per_device * count}"
 
 
-def setup_distributed(launcher: str) -> DistContext:
-    """`ddp`: join the process group torchrun describes (NCCL on GPUs, Gloo on CPU).
-    `dp`: one process using every visible GPU (DataParallel), or the CPU."""
+def setup_distributed(launcher: str, timeout: float) -> DistContext:
+    """`ddp`: join the process group torchrun describes (NCCL on GPUs, Gloo on CPU), whose
+    collectives give up after `timeout` seconds. `dp`: one process using every visible GPU
+    (DataParallel), or the CPU."""
     if launcher == "ddp" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -45,17 +53,17 @@ def setup_distributed(launcher: str) -> DistContext:
         else:
             device, backend = torch.device("cpu"), "gloo"
         if not dist.is_initialized():
-            _init_process_group(backend)
+            _init_process_group(backend, datetime.timedelta(seconds=timeout))
         return DistContext(rank, world, local_rank, device, True)
     if torch.cuda.is_available():
         return DistContext(device=torch.device("cuda"), devices=torch.cuda.device_count())
     return DistContext()
 
 
-def _init_process_group(backend: str) -> None:
+def _init_process_group(backend: str, timeout: datetime.timedelta) -> None:
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if restart == 0:
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timeout)
         return
     # Restarted workers share torchrun's store with the round before; under a fresh prefix
     # they cannot read that round's Gloo/NCCL addresses and dial processes that are gone.
@@ -63,7 +71,11 @@ def _init_process_group(backend: str) -> None:
 
     store, rank, world = next(rendezvous("env://"))
     dist.init_process_group(
-        backend=backend, store=dist.PrefixStore(f"stabn/restart-{restart}", store), rank=rank, world_size=world
+        backend=backend,
+        store=dist.PrefixStore(f"stabn/restart-{restart}", store),
+        rank=rank,
+        world_size=world,
+        timeout=timeout,
     )
 
 
@@ -99,3 +111,36 @@ def max_over_ranks(value: int, ctx: DistContext) -> int:
     flag = torch.tensor([value], device=ctx.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return int(flag.item())
+
+
+class CollectiveError(ReportedError):
+    """A collective that gave up: the other processes never joined it, or are gone."""
+
+
+# How Gloo and NCCL word the two failures; they raise a plain RuntimeError for both.
+_TIMED_OUT = ("timed out", "timeout")
+_PEERS_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+@contextlib.contextmanager
+def collective_errors_named(ctx: DistContext, timeout: float) -> Iterator[None]:
+    """A collective inside the block that waited `timeout` seconds in vain, or whose peers are
+    gone, ends as a `CollectiveError` naming `ctx.step` (one line, exit code 1) instead of a
+    traceback out of Gloo or NCCL."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e).lower()
+        if not ctx.distributed:
+            raise
+        if any(words in text for words in _TIMED_OUT):
+            raise CollectiveError(
+                f"rank {ctx.rank} waited {timeout:g} s for the other processes at {ctx.step} "
+                "(train.collective_timeout): they took another path or stopped answering"
+            ) from None
+        if any(words in text for words in _PEERS_GONE):
+            raise CollectiveError(
+                f"rank {ctx.rank} lost the other processes at {ctx.step}: one of them stopped; "
+                "torchrun's summary names the first failure"
+            ) from None
+        raise

@@ -20,13 +20,20 @@ from PIL import Image
 from ..checkpoint import read_checkpoint
 from ..config import Config, layered_config, parse_overrides, read_yaml
 from ..data import clip_loader, make_dataset, optional_class_names
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..explain.visualize import jet, save_attention
 from ..fastpath import amp_dtype, exact_fp32, prepare_model
 from ..fileio import atomic_write, atomic_write_text
 from ..metrics import average_views
 from ..models import ModelSpec, STABNOutput, load_pretrained
-from .distributed import DistContext, ShardSampler, barrier, cleanup_distributed, setup_distributed
+from .distributed import (
+    DistContext,
+    ShardSampler,
+    barrier,
+    cleanup_distributed,
+    collective_errors_named,
+    setup_distributed,
+)
 from .evaluate import EvalResult, evaluate
 
 log = logging.getLogger(__name__)
@@ -205,6 +212,8 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         num_clips=cfg.eval.num_clips,
         num_crops=cfg.eval.num_crops,
     )
+    if not len(dataset):
+        raise DataError(f"{cfg.data.val_labels}: no videos to evaluate")
     loader = clip_loader(
         dataset,
         ShardSampler(len(dataset), ctx.rank, ctx.world_size),
@@ -221,6 +230,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     if cfg.eval.save_attention:
         on_batch = AttentionWriter(out / "attention", dataset, cfg, spec)
     skipped: List[str] = []
+    ctx.step = "evaluation"
     with exact_fp32() if precision is None else contextlib.nullcontext():
         result = evaluate(model, loader, ctx, cfg.eval.average, amp_dtype=precision,
                           channels_last=cfg.eval.channels_last, on_batch=on_batch, on_skipped=skipped.extend,
@@ -237,6 +247,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     if cfg.eval.explain_metrics:
         from ..explain.metrics import explanation_metrics
 
+        ctx.step = "explanation metrics"
         extra["explanation"] = explanation_metrics(model, cfg, dataset, ctx)
     summary: Dict[str, Any] = {}
     if ctx.is_main:
@@ -254,6 +265,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         )
     if skipped:
         log.warning("%d videos could not be read and were skipped", len(skipped))
+    ctx.step = "the reports"
     barrier()
     return summary
 
@@ -261,8 +273,9 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
 def eval_job(logdir: str, checkpoint: Optional[str], overrides: Sequence[str]) -> Dict[str, Any]:
     """`eval.py`'s work: one process, or one rank under torchrun."""
     cfg, path, explicit = resolve_eval_config(logdir, checkpoint, overrides)
-    ctx = setup_distributed("ddp")
+    ctx = setup_distributed("ddp", cfg.train.collective_timeout)
     try:
-        return run_eval(cfg, path, explicit, ctx)
+        with collective_errors_named(ctx, cfg.train.collective_timeout):
+            return run_eval(cfg, path, explicit, ctx)
     finally:
         cleanup_distributed()

@@ -18,12 +18,12 @@ from tqdm import tqdm
 from ..checkpoint import load_weights, read_checkpoint, save_checkpoint
 from ..config import Config, save_config
 from ..data import JitterConfig, clip_loader, make_dataset, optional_class_names
-from ..errors import StabnError
+from ..errors import ConfigError, DataError, StabnError
 from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
 from ..fileio import atomic_write_text
 from ..models import build_model
 from ..optim import build_scheduler, make_sgd
-from .distributed import DistContext, ShardSampler, barrier, max_over_ranks
+from .distributed import DistContext, ShardSampler, barrier, collective_errors_named, max_over_ranks
 from .evaluate import EvalResult, evaluate
 from .losses import classification_losses
 from .preemption import Preempted, StopRequest
@@ -50,7 +50,12 @@ class Trainer:
         self.amp_dtype = amp_dtype(t.amp, ctx.device)
         self.channels_last = use_channels_last(t.channels_last, ctx.device)
 
+        for key in ("train_labels", "val_labels"):
+            if not getattr(d, key):
+                raise ConfigError(f"data.{key} is not set: give it in the config or as data.{key}=PATH")
         self.train_set = make_dataset(d, d.train_labels, "train", num_classes=cfg.model.num_classes, seed=t.seed)
+        if not len(self.train_set):
+            raise DataError(f"{d.train_labels}: no videos to train on")
         self.val_set = make_dataset(d, d.val_labels, "eval", num_classes=cfg.model.num_classes, seed=t.seed)
         class_names = optional_class_names(d.class_names, cfg.model.num_classes)
         self.jitter = None if d.jitter == "none" else JitterConfig(mode=d.jitter)
@@ -98,8 +103,12 @@ class Trainer:
             self.net = nn.DataParallel(model)
         else:
             self.net = model
+        # Validation runs the bare model: DDP's forward broadcasts buffers, a collective that a
+        # rank with fewer validation videos than another would never join.
+        self.eval_net: nn.Module = model
         if t.compile:
             self.net = torch.compile(self.net)
+            self.eval_net = torch.compile(model)
         self.writer = None
         if ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter
@@ -164,8 +173,11 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.train.seed, epoch, ctx.rank))
         jitter_gen = torch.Generator().manual_seed(derive_seed(cfg.train.seed, epoch, ctx.rank, 1))
         self.train_set.set_epoch(epoch)
+        # With fewer videos than one step takes, the epoch is one smaller step (the sampler
+        # repeats videos so that every rank has some), not zero steps.
+        whole_batches = not self.few_videos
         sampler = DistributedSampler(
-            self.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
+            self.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.train.seed, drop_last=whole_batches
         )
         sampler.set_epoch(epoch)
         batch = cfg.train.batch_size * ctx.devices  # DataParallel splits it over the GPUs
@@ -185,7 +197,7 @@ class Trainer:
                 )
             indices = list(sampler)[first * batch :]
             self.partial = None
-        loader = self._loader(self.train_set, indices, batch, drop_last=True)
+        loader = self._loader(self.train_set, indices, batch, drop_last=whole_batches)
 
         self.net.train()
         seen, wait, start = 0, 0.0, time.perf_counter()
@@ -202,6 +214,7 @@ class Trainer:
             clips, labels, _, skipped = next(it)
             wait += time.perf_counter() - t0
             self._count_skipped(skipped)
+            ctx.step = f"epoch {epoch + 1} step {step + 1}"
             if self._empty_anywhere(labels.numel() == 0):
                 continue
             clips = clips.to(ctx.device, non_blocking=True)
@@ -248,10 +261,16 @@ class Trainer:
         }
 
     @property
+    def few_videos(self) -> bool:
+        """Whether the training videos are fewer than one step takes on all ranks together."""
+        return len(self.train_set) < self.ctx.world_size * self.cfg.train.batch_size * self.ctx.devices
+
+    @property
     def steps_per_epoch(self) -> int:
-        """Steps of one epoch: every rank's share of the videos in whole batches."""
+        """Steps of one epoch: every rank's share of the videos in whole batches (one step when
+        the videos are fewer than that)."""
         share = len(self.train_set) // self.ctx.world_size  # DistributedSampler with drop_last
-        steps = share // (self.cfg.train.batch_size * self.ctx.devices)
+        steps = max(1, share // (self.cfg.train.batch_size * self.ctx.devices))
         return min(steps, self.cfg.train.max_iters_per_epoch) if self.cfg.train.max_iters_per_epoch else steps
 
     def _empty_anywhere(self, empty: bool) -> bool:
@@ -263,6 +282,7 @@ class Trainer:
 
     def _save_interrupted(self, epoch: int, step: int, sums: torch.Tensor, jitter_gen: torch.Generator) -> None:
         """checkpoint-latest for a stop after `step` steps of `epoch` (0-based)."""
+        self.ctx.step = f"the checkpoint of the stop in epoch {epoch + 1}"
         rng, jitter_rng = [torch.get_rng_state()], [jitter_gen.get_state()]
         if self.ctx.distributed:  # every rank's random streams go into rank 0's file
             rng = [torch.empty_like(rng[0]) for _ in range(self.ctx.world_size)]
@@ -299,7 +319,7 @@ class Trainer:
         sampler = ShardSampler(len(self.val_set), ctx.rank, ctx.world_size)
         loader = self._loader(self.val_set, sampler, self.cfg.eval.batch_size * ctx.devices)
         return evaluate(
-            self.net,
+            self.eval_net,
             loader,
             ctx,
             amp_dtype=self.amp_dtype,
@@ -309,6 +329,16 @@ class Trainer:
 
     def fit(self) -> Dict[str, Any]:
         log.info("%s; %d steps an epoch", self.ctx.describe_batch(self.cfg.train.batch_size), self.steps_per_epoch)
+        if self.few_videos and self.ctx.is_main:
+            n, world = len(self.train_set), self.ctx.world_size
+            log.warning(
+                "%d training videos are fewer than one step takes: each epoch is one step of %d a process%s",
+                n,
+                -(-n // world),
+                ", some repeated" if n % world else "",
+            )
+        if not len(self.val_set) and self.ctx.is_main:
+            log.warning("%s lists no videos: no validation, and no checkpoint-best.pt", self.cfg.data.val_labels)
         if self.ctx.is_main:
             self.logdir.mkdir(parents=True, exist_ok=True)
         barrier()
@@ -323,7 +353,8 @@ class Trainer:
             record.update(self.train_one_epoch(epoch))
             self.scheduler.step()
             last = epoch + 1 == cfg.train.epochs
-            if (epoch + 1) % cfg.train.val_every == 0 or last:
+            if len(self.val_set) and ((epoch + 1) % cfg.train.val_every == 0 or last):
+                self.ctx.step = f"validation after epoch {epoch + 1}"
                 result = self.validate().summary()
                 record["val"] = result
                 top1 = result["top-1_accuracy"]
@@ -335,7 +366,9 @@ class Trainer:
             if (epoch + 1) % cfg.train.save_every == 0:
                 self.save(f"checkpoint-{epoch + 1:04d}.pt", epoch + 1)
             self.save("checkpoint-latest.pt", epoch + 1)
+            self.ctx.step = f"the checkpoints of epoch {epoch + 1}"
             barrier()
+        self.ctx.step = "the end of training"
         self.save("checkpoint-final.pt", cfg.train.epochs)
         if self.writer is not None:
             self.writer.close()
@@ -372,9 +405,10 @@ def train(cfg: Config, launcher: str) -> Dict[str, Any]:
     """Run a training job; `launcher` is `ddp` (under torchrun) or `dp` (one process)."""
     from .distributed import cleanup_distributed, setup_distributed
 
-    ctx = setup_distributed(launcher)
+    ctx = setup_distributed(launcher, cfg.train.collective_timeout)
     try:
-        return Trainer(cfg, ctx).fit()
+        with collective_errors_named(ctx, cfg.train.collective_timeout):
+            return Trainer(cfg, ctx).fit()
     except Preempted as stop:
         raise SystemExit(128 + stop.signum) from None
     finally:
