@@ -341,6 +341,8 @@ def validate(cfg: Config) -> None:
                           "train.spatial_sparsity / temporal_sparsity are ST-ABN options")  # fmt: skip
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
+    if cfg.train.nesterov and cfg.train.momentum <= 0:
+        raise ConfigError(f"'train.nesterov' needs a positive 'train.momentum', got {cfg.train.momentum!r}")
     if cfg.train.collective_timeout <= 0:
         raise ConfigError(f"'train.collective_timeout' must be positive, got {cfg.train.collective_timeout!r}")
     if cfg.model.name not in MODEL_NAMES:
@@ -374,12 +376,16 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     return layered_config([(data, "saved config: ")])
 
 
+def flat_config(cfg: Config) -> Dict[str, Any]:
+    """Every key of `cfg` by its dotted name: `{"train.lr": 0.01, ...}`."""
+    return {key: _get(cfg, key) for key in _all_keys()}
+
+
 def save_config(cfg: Config, logdir: Union[str, Path]) -> None:
     """The resolved config as `config.yaml`, and flat as `args.json` like the original."""
     logdir = Path(logdir)
     atomic_write_text(logdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    flat = {key: _get(cfg, key) for key in _all_keys()}
-    atomic_write_text(logdir / "args.json", json.dumps(flat, indent=2) + "\n")
+    atomic_write_text(logdir / "args.json", json.dumps(flat_config(cfg), indent=2) + "\n")
 
 
 def _get(cfg: Config, key: str) -> Any:

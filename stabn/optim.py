@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -32,6 +33,18 @@ def make_sgd(
     )
 
 
+def lr_factor(
+    epoch: int, *, schedule: str, epochs: int, milestones: Sequence[int], gamma: float, warmup_epochs: int = 0
+) -> float:
+    """The schedule's learning rate in epoch `epoch` (0-based), as a fraction of the base lr."""
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    if schedule == "cosine":
+        progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return gamma ** sum(epoch >= m for m in milestones)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     *,
@@ -40,20 +53,38 @@ def build_scheduler(
     milestones: Sequence[int],
     gamma: float,
     warmup_epochs: int = 0,
+    last_epoch: int = -1,
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """The original's MultiStepLR (stepped per epoch), optionally behind a linear warm-up or
-    replaced by a cosine decay (`schedule` is one of `SCHEDULES`)."""
+    replaced by a cosine decay (`schedule` is one of `SCHEDULES`); `last_epoch` as torch's
+    schedulers take it."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "multistep" and warmup_epochs == 0:
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma, last_epoch=last_epoch)
+    factor = functools.partial(
+        lr_factor, schedule=schedule, epochs=epochs, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=last_epoch)
 
-    def factor(epoch: int) -> float:
-        if epoch < warmup_epochs:
-            return (epoch + 1) / (warmup_epochs + 1)
-        if schedule == "cosine":
-            progress = (epoch - warmup_epochs) / max(1, epochs - warmup_epochs)
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return gamma ** sum(epoch >= m for m in milestones)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def restart_schedule(
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    epoch: int,
+    *,
+    schedule: str,
+    epochs: int,
+    milestones: Sequence[int],
+    gamma: float,
+    warmup_epochs: int = 0,
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """A schedule of base lr `lr` with these settings, standing at the start of `epoch` (0-based)
+    as if it had run from the first: how a resumed run takes a new lr or schedule from there on."""
+    settings = dict(schedule=schedule, epochs=epochs, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+        # The scheduler's first step goes from `epoch - 1` to `epoch`; MultiStepLR's multiplies
+        # the lr it finds by gamma at a milestone, so it must find the lr of `epoch - 1`.
+        group["lr"] = lr * lr_factor(epoch - 1, **settings) if epoch > 0 else lr
+    return build_scheduler(optimizer, last_epoch=epoch - 1, **settings)

@@ -55,11 +55,13 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
         ("train", "is not of the form key=value"),
         ("data.flip=diagonal", "'data.flip' must be one of horizontal, vertical, none, got 'diagonal'"),
         ("data.hflip=maybe", "'data.hflip' expects bool, got 'maybe'"),
+        ("train.collective_timeout=0", "'train.collective_timeout' must be positive, got 0.0"),
+        ("train.nesterov=true train.momentum=0", "'train.nesterov' needs a positive 'train.momentum', got 0.0"),
     ],
 )
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        load_config(None, [override])
+        load_config(None, override.split())
 
 
 def test_resolved_config_is_saved_and_reads_back(tmp_path):

@@ -14,6 +14,7 @@ from stabn.data import make_dataset
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
 from stabn.engine.trainer import Trainer
+from stabn.errors import ConfigError
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly
 
@@ -131,6 +132,55 @@ def test_resumed_run_is_bit_identical(tiny_data, tmp_path):
     ha = json.loads((a / "history.json").read_text())
     hb = json.loads((b / "history.json").read_text())
     assert [h["loss"] for h in ha] == [h["loss"] for h in hb]
+
+
+@pytest.mark.slow
+def test_resume_applies_new_lr_schedule_and_optimizer_values_from_the_resume_point(tiny_data, tmp_path, caplog):
+    """`train.lr=... --resume latest` trains on at the new lr, not the checkpoint's: in the
+    optimizer, in history.json and in config.yaml alike; each change is logged in one line."""
+    logdir = tmp_path / "run"
+    first = ["train.warmup_epochs=0"]  # the original's MultiStepLR: lr 0.01, x0.1 at epoch 1
+    train_in_process(tiny_overrides(tiny_data, logdir, epochs=1) + first)
+    changed = ["train.lr=0.2", "train.milestones=[2]", "train.weight_decay=0.001", "train.nesterov=true"]
+    cfg = load_config(SYNTHETIC_CONFIG, tiny_overrides(tiny_data, logdir, epochs=3) + first + changed
+                      + ["train.resume=latest"])  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        trainer = Trainer(cfg, DistContext())
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["nesterov"]) == (0.2, 0.001, True)
+    assert "train.lr: 0.01 in checkpoint-latest.pt, 0.2 from epoch 2 on" in caplog.text
+    assert "train.milestones: [1] in checkpoint-latest.pt, [2] from epoch 2 on" in caplog.text
+    trainer.fit()
+
+    history = json.loads((logdir / "history.json").read_text())
+    assert [h["lr"] for h in history] == pytest.approx([0.01, 0.2, 0.02])
+    assert history[1]["changed"] == {
+        "train.epochs": {"from": 1, "to": 3},
+        "train.lr": {"from": 0.01, "to": 0.2},
+        "train.weight_decay": {"from": 0.0005, "to": 0.001},
+        "train.nesterov": {"from": False, "to": True},
+        "train.milestones": {"from": [1], "to": [2]},
+    }
+    assert "changed" not in history[0] and "changed" not in history[2]
+    saved = yaml.safe_load((logdir / "config.yaml").read_text())["train"]
+    assert (saved["lr"], saved["milestones"], saved["weight_decay"]) == (0.2, [2], 0.001)
+    final = torch.load(logdir / "checkpoint-final.pt", weights_only=True)["optimizer_state_dict"]["param_groups"][0]
+    assert final["initial_lr"] == 0.2 and final["lr"] == pytest.approx(0.02) and final["weight_decay"] == 0.001
+
+
+def test_resume_inside_an_epoch_refuses_another_batch_size(tiny_data, tmp_path):
+    logdir = tmp_path / "run"
+    trainer = Trainer(load_config(SYNTHETIC_CONFIG, tiny_overrides(tiny_data, logdir, epochs=1)), DistContext())
+    rng = [torch.get_rng_state()]
+    trainer.save("checkpoint-latest.pt", 0, {"step": 1, "sums": torch.zeros(3), "rng": rng, "jitter_rng": rng})
+    cfg = load_config(SYNTHETIC_CONFIG, tiny_overrides(tiny_data, logdir, epochs=1)
+                      + ["train.batch_size=1", "train.resume=latest"])  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        Trainer(cfg, DistContext())
+    assert str(caught.value) == (
+        f"{logdir / 'checkpoint-latest.pt'} stopped inside epoch 1 with train.batch_size=2: resume it with that "
+        "batch size, or resume from a checkpoint of an epoch's end"
+    )
 
 
 def test_train_batch_size_is_per_gpu_under_data_parallel(tiny_data, tmp_path, caplog):

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -16,13 +16,13 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from ..checkpoint import load_weights, read_checkpoint, save_checkpoint
-from ..config import Config, save_config
+from ..config import Config, config_from_dict, flat_config, save_config
 from ..data import JitterConfig, clip_loader, make_dataset, optional_class_names
 from ..errors import ConfigError, DataError, StabnError
 from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
 from ..fileio import atomic_write_text
 from ..models import build_model
-from ..optim import build_scheduler, make_sgd
+from ..optim import build_scheduler, make_sgd, restart_schedule
 from .distributed import DistContext, ShardSampler, barrier, collective_errors_named, max_over_ranks
 from .evaluate import EvalResult, evaluate
 from .losses import classification_losses
@@ -33,6 +33,27 @@ log = logging.getLogger(__name__)
 
 class TrainingError(StabnError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+# The train keys whose values a checkpoint's optimizer and scheduler states carry.
+_OPTIMIZER_KEYS = ("momentum", "weight_decay", "nesterov")
+_SCHEDULE_KEYS = ("lr", "schedule", "epochs", "milestones", "gamma", "warmup_epochs")
+
+
+def _changes_since(ckpt: Mapping[str, Any], cfg: Config) -> Dict[str, Tuple[Any, Any]]:
+    """Dotted config key -> (the checkpoint run's value, `cfg`'s) where the two differ. A
+    checkpoint of the original holds no config: its optimizer state tells lr, momentum, weight
+    decay and Nesterov."""
+    now = flat_config(cfg)
+    stored = ckpt.get("run_config")
+    if isinstance(stored, Mapping):
+        then = flat_config(config_from_dict(stored))
+    else:
+        group = ((ckpt.get("optimizer_state_dict") or {}).get("param_groups") or [{}])[0]
+        then = {f"train.{key}": group[key] for key in _OPTIMIZER_KEYS if key in group}
+        if "initial_lr" in group:
+            then["train.lr"] = group["initial_lr"]
+    return {key: (then[key], now[key]) for key in then if key != "train.resume" and then[key] != now[key]}
 
 
 def derive_seed(*parts: int) -> int:
@@ -92,6 +113,8 @@ class Trainer:
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
         self.history: List[Dict[str, Any]] = []
         self.partial: Optional[Dict[str, Any]] = None
+        # Config keys that differ from the resumed checkpoint's run: (then, now).
+        self.changes: Dict[str, Tuple[Any, Any]] = {}
         self.stop = StopRequest()
         self._config_saved = False
         self._resume()
@@ -164,6 +187,36 @@ class Trainer:
         self.partial = ckpt.get("partial_epoch")
         where = f", step {self.partial['step']}" if self.partial else ""
         log.info("resumed from %s at epoch %d%s", path, self.start_epoch + 1, where)
+        self._take_changes(ckpt, path)
+
+    def _take_changes(self, ckpt: Dict[str, Any], path: Path) -> None:
+        """Apply the config's values where they differ from the checkpoint's run, from the
+        resume point on: the loaded optimizer and scheduler states hold the old ones."""
+        self.changes = _changes_since(ckpt, self.cfg)
+        for key, (then, now) in self.changes.items():
+            log.info("%s: %r in %s, %r from epoch %d on", key, then, path.name, now, self.start_epoch + 1)
+        changed = {key.split(".", 1)[1] for key in self.changes if key.startswith("train.")}
+        t = self.cfg.train
+        if self.partial and "batch_size" in changed:
+            then = self.changes["train.batch_size"][0]
+            raise ConfigError(
+                f"{path} stopped inside epoch {self.start_epoch + 1} with train.batch_size={then}: resume it with "
+                "that batch size, or resume from a checkpoint of an epoch's end"
+            )
+        if changed & set(_OPTIMIZER_KEYS):
+            for group in self.optimizer.param_groups:
+                group.update(momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
+        if changed & set(_SCHEDULE_KEYS):
+            self.scheduler = restart_schedule(
+                self.optimizer,
+                t.lr,
+                self.start_epoch,
+                schedule=t.schedule,
+                epochs=t.epochs,
+                milestones=t.milestones,
+                gamma=t.gamma,
+                warmup_epochs=t.warmup_epochs,
+            )
 
     # -- loop ---------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
@@ -350,6 +403,9 @@ class Trainer:
         record: Dict[str, Any] = {}
         for epoch in range(self.start_epoch, cfg.train.epochs):
             record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            if self.changes:  # the resumed run's first epoch: what differs from the run before
+                record["changed"] = {key: {"from": then, "to": now} for key, (then, now) in self.changes.items()}
+                self.changes = {}
             record.update(self.train_one_epoch(epoch))
             self.scheduler.step()
             last = epoch + 1 == cfg.train.epochs
