@@ -38,6 +38,9 @@ class ModelConfig:
     # 2D ImageNet weights inflated into the 3D model: "imagenet" (torchvision's IMAGENET1K_V1
     # through its weights API and cache, $TORCH_HOME) or a local torchvision ResNet file.
     pretrained_2d: Optional[str] = None
+    # The 2D file must fill the whole backbone (conv1, bn1, layer1-4): a file of another depth or
+    # width is an error naming its first misfit. false loads the tensors that fit, with a warning.
+    pretrained_2d_strict: bool = True
     sync_bn: bool = False
     # ST-ABN's attention (stabn/models/stabn.py); the defaults are the original architecture:
     # spatial_gate residual: x * (1 + s) | multiply: x * s;

@@ -18,6 +18,7 @@ import sys
 
 import pytest
 import torch
+import torchvision
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import REPO, tiny_run
@@ -162,6 +163,8 @@ def runs(tmp, data, variants, trained, existing):
     ckpt = trained / "checkpoint-final.pt"
     half = tmp / "half.pt"
     half.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    resnet18 = tmp / "resnet18.pth"  # a 2D ResNet at width 64, for the width-4 model
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet18)
     bad_yaml = tmp / "bad.yaml"
     bad_yaml.write_text("model:\n  name: abn_resnet18\n  width: [16\ntrain:\n  epochs: 2\n")
     commands = {
@@ -181,6 +184,7 @@ def runs(tmp, data, variants, trained, existing):
         "eval_classes": eval_cmd(tmp / "e_classes", ckpt, data, "model.num_classes=5"),
         "eval_length": eval_cmd(tmp / "e_length", ckpt, data, "data.frame_length=4"),
         "imagenet_offline": train_cmd(data, tmp / "r_imagenet", "model.pretrained_2d=imagenet"),
+        "pretrained_misfit": train_cmd(data, tmp / "r_misfit", f"model.pretrained_2d={resnet18}"),
     }
     # An empty torchvision cache, and downloads refused at once: no command here goes online.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp / "torch_home")}
@@ -322,6 +326,15 @@ def test_imagenet_weights_missing_offline_name_the_file_and_the_cache(runs, tmp)
     assert "Connection refused" in line  # why the download failed
     assert line.endswith("): put the file from https://download.pytorch.org/models/resnet18-f37072fd.pth there, or "
                          "give model.pretrained_2d a local file")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_2d_file_that_does_not_fit_the_backbone_stops_training(runs, tmp):
+    line = error_line(runs["pretrained_misfit"])
+    assert line.startswith(
+        f"error: {tmp / 'resnet18.pth'}: does not fit abn_resnet18's backbone: key 'conv1.weight' has shape "
+        "[64, 3, 7, 7] in the file, which does not fit [4, 3, 1, 7, 7] in the model"
+    )
 
 
 def test_eval_truncated_checkpoint(runs, tmp):

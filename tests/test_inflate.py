@@ -1,7 +1,10 @@
+import logging
+
 import pytest
 import torch
 import torchvision
 
+from stabn.errors import CheckpointError
 from stabn.models import build_model, inflate_2d_weights
 
 
@@ -82,6 +85,38 @@ def test_build_model_takes_a_local_2d_file(resnet_files):
     model = build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=64, pretrained_2d=resnet_files[18])
     w2 = torch.load(resnet_files[18], weights_only=True)["layer1.0.conv1.weight"]
     torch.testing.assert_close(model.layer1[0].conv1.weight[:, :, 1], w2 / 3)
+
+
+def test_a_2d_file_that_fits_no_tensor_of_the_backbone_is_an_error(resnet_files):
+    with pytest.raises(CheckpointError) as caught:
+        build_model("abn_resnet18", num_classes=10, frame_length=8, frame_size=64, width=16,
+                    pretrained_2d=resnet_files[18])  # fmt: skip
+    assert str(caught.value) == (
+        f"{resnet_files[18]}: does not fit abn_resnet18's backbone: key 'conv1.weight' has shape [64, 3, 7, 7] in "
+        "the file, which does not fit [16, 3, 1, 7, 7] in the model (0 of 100 backbone tensors fit): give "
+        "torchvision's ResNet-18 weights with model.width=64, or model.pretrained_2d_strict=false to load the "
+        "tensors that fit"
+    )
+
+
+def test_a_2d_file_that_fits_part_of_the_backbone_names_the_first_misfit(resnet_files, tmp_path, caplog):
+    """A ResNet-18 file lacking one tensor: an error naming it; with strict off, every other
+    tensor loads and the warning says what did not."""
+    state = torch.load(resnet_files[18], weights_only=True)
+    del state["layer3.1.conv2.weight"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"key 'layer3\.1\.conv2\.weight' is missing from the file \(99 of 100 "):
+        build_model("resnet18", num_classes=10, frame_length=8, frame_size=64, pretrained_2d=path)
+    with caplog.at_level(logging.WARNING):
+        model = build_model(
+            "resnet18", num_classes=10, frame_length=8, frame_size=64, pretrained_2d=path, pretrained_2d_strict=False
+        )
+    torch.testing.assert_close(model.layer4[1].conv2.weight[:, :, 1], state["layer4.1.conv2.weight"] / 3)
+    assert (
+        "model.pretrained_2d_strict=false: inflated 99 tensors from 2D weights; 23 kept their initialisation; "
+        "first misfit: key 'layer3.1.conv2.weight' is missing from the file" in caplog.text
+    )
 
 
 @pytest.fixture

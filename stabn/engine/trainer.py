@@ -91,6 +91,7 @@ class Trainer:
             dropout=cfg.model.dropout,
             width=cfg.model.width,
             pretrained_2d=cfg.model.pretrained_2d,
+            pretrained_2d_strict=cfg.model.pretrained_2d_strict,
             channel_order=d.channel_order,
             attention=cfg.model.attention,
             class_names=class_names,

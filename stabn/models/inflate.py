@@ -12,10 +12,11 @@ torchvision fetches them, into its cache (`$TORCH_HOME/hub/checkpoints`), once.
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,8 @@ from ..errors import CheckpointError
 
 # `pretrained_2d` value that means torchvision's ImageNet weights of the backbone's depth.
 IMAGENET = "imagenet"
+# The layers every model here shares, by name, with a torchvision ResNet: what a 2D file fills.
+_BACKBONE = re.compile(r"(conv1|bn1|layer[1-4])\.")
 
 
 @dataclass
@@ -34,6 +37,9 @@ class InflationReport:
     taken: List[str] = field(default_factory=list)
     left: List[str] = field(default_factory=list)  # no 2D counterpart (attention branch, fc, ...)
     mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # name, 3D, 2D shape
+    backbone: int = 0  # tensors of the backbone (`conv1`, `bn1`, `layer1-4`), which the file should fill
+    # The first backbone tensor that the file lacks or whose shape does not fit, in words.
+    misfit: Optional[str] = None
 
     def summary(self) -> str:
         text = f"inflated {len(self.taken)} tensors from 2D weights; {len(self.left)} kept their initialisation"
@@ -102,13 +108,22 @@ def inflate_2d_weights(model: nn.Module, source: Union[str, os.PathLike, Mapping
         for name, _ in module.state_dict().items()
     }
     for name, tensor in model.state_dict().items():
+        in_backbone = name in inflatable and _BACKBONE.match(name) and not name.endswith("num_batches_tracked")
+        report.backbone += bool(in_backbone)
         if name not in inflatable or name not in state_2d or name.endswith("num_batches_tracked"):
+            if in_backbone and report.misfit is None:
+                report.misfit = f"key {name!r} is missing from the file"
             report.left.append(name)
             continue
         try:
             new_state[name] = inflate_tensor(tensor, state_2d[name]).to(tensor.dtype)
         except ValueError:
             report.mismatched.append((name, tuple(tensor.shape), tuple(state_2d[name].shape)))
+            if in_backbone and report.misfit is None:
+                report.misfit = (
+                    f"key {name!r} has shape {list(state_2d[name].shape)} in the file, which does not fit "
+                    f"{list(tensor.shape)} in the model"
+                )
             continue
         report.taken.append(name)
     with torch.no_grad():

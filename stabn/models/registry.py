@@ -10,8 +10,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
+from ..errors import CheckpointError
 from .blocks import DEPTHS
-from .inflate import IMAGENET, imagenet_state_dict, inflate_2d_weights
+from .inflate import IMAGENET, imagenet_state_dict, imagenet_weights_file, inflate_2d_weights
 from .resnet3d import resnet3d
 from .spec import DEFAULT_FRAME_SIZE, ModelSpec
 from .stabn import AttentionOptions, stabn
@@ -49,6 +50,7 @@ def build_model(
     dropout: float = 0.5,
     width: int = 64,
     pretrained_2d: Optional[Union[str, os.PathLike]] = None,
+    pretrained_2d_strict: bool = True,
     channel_order: str = "bgr",
     class_names: Optional[Sequence[str]] = None,
     short_side: Optional[int] = None,
@@ -58,7 +60,8 @@ def build_model(
 
     `pretrained_2d` inflates 2D ResNet weights into the 3D model: ``"imagenet"`` for
     torchvision's IMAGENET1K_V1 weights of the same depth (through torchvision's weights API
-    and cache), or a local torchvision ResNet state-dict file. `channel_order` (with the original's
+    and cache), or a local torchvision ResNet state-dict file; the file must fill the whole
+    backbone, or with `pretrained_2d_strict=False` fills what it fits. `channel_order` (with the original's
     normalisation in that order), `short_side` (of the frames before cropping) and `class_names`
     describe the model's input and output.
     `attention` holds ST-ABN's attention options (`stabn.models.stabn.AttentionOptions`, or
@@ -90,7 +93,18 @@ def build_model(
     )  # fmt: skip
     model.spec = spec
     if pretrained_2d is not None:
-        source = imagenet_state_dict(DEPTH_OF[name]) if pretrained_2d == IMAGENET else pretrained_2d
+        imagenet = pretrained_2d == IMAGENET
+        source = imagenet_state_dict(DEPTH_OF[name]) if imagenet else pretrained_2d
         report = inflate_2d_weights(model, source)
-        log.info("%s", report.summary())
+        if report.misfit is None:
+            log.info("%s", report.summary())
+        elif pretrained_2d_strict:
+            file = imagenet_weights_file(DEPTH_OF[name]) if imagenet else pretrained_2d
+            raise CheckpointError(
+                f"{file}: does not fit {name}'s backbone: {report.misfit} ({len(report.taken)} of {report.backbone} "
+                f"backbone tensors fit): give torchvision's ResNet-{DEPTH_OF[name]} weights with model.width=64, or "
+                "model.pretrained_2d_strict=false to load the tensors that fit"
+            )
+        else:
+            log.warning("model.pretrained_2d_strict=false: %s; first misfit: %s", report.summary(), report.misfit)
     return model
