@@ -30,6 +30,8 @@ PathLike = Union[str, os.PathLike]
 # Wrappers whose prefixes end up in saved keys: DataParallel / DDP, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
+# A run folder's checkpoints, in the order a folder given for a file suggests them.
+_RUN_CHECKPOINTS = ("checkpoint-best.pt", "checkpoint-final.pt", "checkpoint-latest.pt")
 SPEC_KEY = "model_spec"
 # Earlier versions stored the spec as `config`, its name under `model`.
 _LEGACY_SPEC_KEY, _LEGACY_NAME_KEY = "config", "model"
@@ -79,6 +81,10 @@ def save_checkpoint(
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Load a checkpoint file onto the CPU without running any code it may carry."""
     path = Path(path)
+    if path.is_dir():
+        found = [path / name for name in _RUN_CHECKPOINTS if (path / name).is_file()] or sorted(path.glob("*.pt"))
+        hint = f"pass one of its checkpoints, e.g. {found[0]}" if found else "it holds no .pt file"
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file: {hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

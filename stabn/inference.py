@@ -165,6 +165,14 @@ def _names(classes: List[int], spec: ModelSpec, class_names: Optional[Sequence[s
     return [class_names[c] if class_names else spec.class_name(c) for c in classes]
 
 
+def _check_names(class_names: Optional[Sequence[str]], spec: ModelSpec) -> None:
+    if class_names is not None and len(class_names) != spec.num_classes:
+        raise ValueError(
+            f"class_names has {len(class_names)} names for the model's {spec.num_classes} classes: give one "
+            "name per class, in class order, or leave it out to use the model's own"
+        )
+
+
 def _prediction(out, topk: int, spec: ModelSpec, class_names: Optional[Sequence[str]], read: _Clips) -> Prediction:
     logits = out.logits if isinstance(out, STABNOutput) else out
     classes, probs = _topk(average_views(logits, len(logits))[0], topk)
@@ -185,6 +193,7 @@ def predict(
     """Top-`topk` classes with their softmax probabilities for one clip, frames folder or video
     file, named by `class_names` or else by the model's spec. A folder or a video gives
     `num_clips` evenly spaced clips (eval.py's sampling), whose probabilities are averaged."""
+    _check_names(class_names, model_spec(model))
     read = _read(model, clip_or_dir, num_clips)
     return _prediction(_forward(model, read.clips), topk, model_spec(model), class_names, read)
 
@@ -199,6 +208,7 @@ def explain(
     """ST-ABN's spatial and temporal attention for one clip, frames folder or video file,
     upsampled to the clip, with the original's overlay pictures at a readable size. With
     `num_clips` > 1 the prediction averages every clip and the maps are the middle clip's."""
+    _check_names(class_names, model_spec(model))
     read = _read(model, clip_or_dir, num_clips)
     out = _forward(model, read.clips)
     if not isinstance(out, STABNOutput):

@@ -24,8 +24,8 @@ def test_ssv2_lines_and_blank_lines(tmp_path):
     f = write(tmp_path / "train.txt", "101 12 5\n\n  \n202 5 17\n")
     records = read_label_file(f, frames_root=tmp_path / "frames")
     assert records == [
-        VideoRecord("101", 12, 5, os.path.join(str(tmp_path / "frames"), "101")),
-        VideoRecord("202", 5, 17, os.path.join(str(tmp_path / "frames"), "202")),
+        VideoRecord("101", 12, 5, os.path.join(str(tmp_path / "frames"), "101"), 1),
+        VideoRecord("202", 5, 17, os.path.join(str(tmp_path / "frames"), "202"), 4),
     ]
     assert read_label_file(f)[0].path == "101"
 

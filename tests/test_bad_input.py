@@ -226,9 +226,10 @@ def test_class_id_out_of_range_names_file_and_line(runs, variants):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
-def test_missing_frame_folder_is_named(runs, variants, workers):
+def test_missing_frame_folder_is_named_with_its_label_file_and_line(runs, variants, workers):
     folder = variants["missing"] / "frames" / "000003"
-    assert error_line(runs[f"missing_{workers}"]) == f"error: frame folder {folder} does not exist"
+    label_file = variants["missing"] / "train.txt"
+    assert error_line(runs[f"missing_{workers}"]) == f"error: {label_file}:3: frame folder {folder} does not exist"
 
 
 # -- frames -------------------------------------------------------------------------------

@@ -154,6 +154,22 @@ def test_file_that_is_not_a_checkpoint_is_named(tmp_path):
         stabn.load_pretrained(tmp_path / "missing.pt")
 
 
+def test_a_folder_given_for_a_checkpoint_says_what_to_pass(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError) as caught:
+        stabn.load_pretrained(run)
+    assert str(caught.value) == f"{run} is a folder, not a checkpoint file: it holds no .pt file"
+    model = build_model("abn_resnet18", num_classes=4, frame_length=4, frame_size=32, width=4)
+    for name in ("checkpoint-0004.pt", "checkpoint-latest.pt", "checkpoint-best.pt"):
+        save_checkpoint(run / name, model, model.spec.to_dict())
+    with pytest.raises(CheckpointError) as caught:
+        stabn.load_pretrained(run)
+    assert str(caught.value) == (
+        f"{run} is a folder, not a checkpoint file: pass one of its checkpoints, e.g. {run / 'checkpoint-best.pt'}"
+    )
+
+
 def test_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     sd = build_model("abn_resnet18", num_classes=4, frame_length=4, frame_size=32, width=4).state_dict()

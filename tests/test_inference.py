@@ -55,3 +55,15 @@ def test_explain_needs_an_attention_branch():
         stabn.explain(model, torch.randn(3, 8, 32, 32))
     pred = stabn.predict(model, torch.randn(3, 8, 32, 32), topk=2)
     assert pred.att_classes is None and len(pred.classes) == 2
+
+
+@pytest.mark.parametrize("call", [stabn.predict, stabn.explain])
+def test_class_names_that_do_not_name_every_class(saved_model, call):
+    clip = torch.randn(3, 8, 224, 224)
+    for names in (["a", "b", "c"], [str(i) for i in range(7)]):
+        with pytest.raises(ValueError) as caught:
+            call(saved_model, clip, class_names=names)
+        assert str(caught.value) == (
+            f"class_names has {len(names)} names for the model's 6 classes: give one name per class, in class "
+            "order, or leave it out to use the model's own"
+        )

@@ -28,12 +28,14 @@ FORMATS = ("ssv2", "generic")
 
 class VideoRecord(NamedTuple):
     """One video: its id (the folder name relative to the frames root), frame count, class
-    (-1 when unlabelled) and frame folder."""
+    (-1 when unlabelled), frame folder, and the line of its label file (0 when it comes from
+    none), for errors found when its frames are read."""
 
     video_id: str
     num_frames: int
     label: int
     path: str
+    line: int = 0
 
 
 def count_frames(folder: PathLike) -> int:
@@ -130,7 +132,7 @@ def read_label_file(
         if num_frames < 1:
             what = f"num_frames {num_frames} is below 1" if fmt == "ssv2" else f"no JPEG frames in {folder}"
             raise DataError(f"{where}: {what}")
-        records.append(VideoRecord(video_id, num_frames, label, folder))
+        records.append(VideoRecord(video_id, num_frames, label, folder, lineno))
     return records
 
 

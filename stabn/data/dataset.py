@@ -167,7 +167,9 @@ class FrameClipDataset(Dataset):
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
 
-        if isinstance(source, (str, os.PathLike)):
+        # Named with a record's line when its frame folder turns out to be missing.
+        self.label_file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        if self.label_file is not None:
             records = read_label_file(source, frames_root, num_classes, fmt, labelled=labelled)
         else:
             records = [
@@ -249,12 +251,14 @@ class FrameClipDataset(Dataset):
         unique = sorted({i for clip in self.clip_frames(index) for i in clip})
         return frame_paths(self.records[index].path, unique, self.template)
 
-    def _read(self, folder: str, path: str) -> torch.Tensor:
+    def _read(self, index: int, path: str) -> torch.Tensor:
         try:
             return read_jpeg(path, self.backend)
         except DataError:
-            if not os.path.isdir(folder):
-                raise DataError(f"frame folder {folder} does not exist") from None
+            record = self.records[index]
+            if not os.path.isdir(record.path):
+                where = f"{self.label_file}:{record.line}: " if self.label_file and record.line else ""
+                raise DataError(f"{where}frame folder {record.path} does not exist") from None
             raise
 
     def _load(self, index: int, crops: torch.Tensor) -> None:
@@ -275,7 +279,7 @@ class FrameClipDataset(Dataset):
         slots = [view.unbind(0) for view in crops.unbind(0)]
         order = sorted(uses)
         for i, path in zip(order, frame_paths(folder, order, self.template)):
-            frame = self._read(folder, path)  # [3, H, W], a view of an [H, W, 3] buffer
+            frame = self._read(index, path)  # [3, H, W], a view of an [H, W, 3] buffer
             if not offsets:
                 size = tuple(frame.shape[1:])
                 if min(size) < s:
