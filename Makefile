@@ -27,13 +27,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Synthetic data -> ST-ABN trained with torchrun (2 CPU processes, or one per GPU) ->
-# evaluation with attention images and explanation metrics, all under runs/quickstart/.
+# Synthetic data -> its check (python -m stabn.check) -> ST-ABN trained with torchrun (2 CPU
+# processes, or one per GPU) -> evaluation with attention images and explanation metrics, all
+# under runs/quickstart/.
 QUICKSTART_EVAL := eval.num_clips=2 eval.num_crops=3 eval.save_attention=true eval.explain_metrics=true
 
 .PHONY: quickstart
 quickstart: $(STAMP)
 	test -f data/synthetic/ground_truth.json || $(PY) -m stabn.data.synthetic --out data/synthetic
+	$(PY) -m stabn.check --config configs/synthetic.yaml
 	$(PY) -m torch.distributed.run --standalone \
 	    --nproc_per_node=$$($(PY) -c "import torch; print(torch.cuda.device_count() or 2)") \
 	    train_ddp.py --config configs/synthetic.yaml

@@ -82,8 +82,8 @@ def setup_logging() -> None:
     )
 
 
-def config_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+def config_parser(description: str, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument("--logdir", help="run folder; same as logdir=...")
     parser.add_argument(
@@ -92,9 +92,9 @@ def config_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_train_args(argv: Optional[Sequence[str]] = None) -> Config:
+def parse_train_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> Config:
     """A training command's config: `--config`, its overrides and the `--logdir` / `--resume` flags."""
-    parser = config_parser("Train a model from a YAML config with dotted overrides.")
+    parser = config_parser("Train a model from a YAML config with dotted overrides.", prog)
     parser.add_argument("--resume", help="checkpoint path, or 'latest'; same as train.resume=...")
     # Overrides may stand before, between and after the flags.
     args = parser.parse_intermixed_args(argv)
@@ -123,10 +123,11 @@ def train_main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
     run_cli(main)
 
 
-def eval_main(argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point of `eval.py` (one process, or every rank under torchrun)."""
+def eval_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """`eval.py`'s arguments."""
     parser = argparse.ArgumentParser(
-        description="Evaluate a checkpoint: Top-1/Top-5 of both branches, multi-view inference, attention images."
+        prog=prog,
+        description="Evaluate a checkpoint: Top-1/Top-5 of both branches, multi-view inference, attention images.",
     )
     parser.add_argument(
         "--logdir", required=True, help="run folder (its config.yaml is read; results go to <logdir>/<eval.output>)"
@@ -135,7 +136,12 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. eval.num_clips=2 eval.num_crops=3"
     )
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def eval_main(argv: Optional[Sequence[str]] = None) -> None:
+    """Entry point of `eval.py` (one process, or every rank under torchrun)."""
+    args = eval_parser().parse_intermixed_args(argv)
 
     def main() -> None:
         setup_logging()

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from stabn.data import VideoRecord, count_frames, read_label_file
+from stabn.data.annotations import first_missing_folder
 from stabn.errors import DataError
 
 
@@ -63,6 +64,22 @@ def test_check_frames_names_missing_folder(tmp_path):
     assert len(read_label_file(f, tmp_path / "frames")) == 2  # not checked by default
     with pytest.raises(DataError, match=r"l\.txt:2: frame folder .*202 does not exist"):
         read_label_file(f, tmp_path / "frames", check_frames=True)
+
+
+def test_first_missing_folder_lists_each_parent_once(tmp_path, monkeypatch):
+    frames = tmp_path / "frames"
+    for name in ("101", "sub/303"):
+        make_folder(frames, name, 1)
+    (frames / "404").write_text("a file, not a folder")
+    records = [VideoRecord(v, 1, 0, os.path.join(str(frames), v), i + 1) for i, v in enumerate(["101", "sub/303"])]
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listed.append(path) or scandir(path))
+    assert first_missing_folder(records * 1000) is None
+    assert sorted(listed) == [str(frames), str(frames / "sub")]
+    for missing in ("202", "404", "sub/505", "gone/606"):
+        extra = VideoRecord(missing, 1, 0, os.path.join(str(frames), missing), 9)
+        assert first_missing_folder(records + [extra] + records) == extra
 
 
 def test_unlabelled_test_split(tmp_path):

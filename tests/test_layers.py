@@ -18,7 +18,7 @@ LAYERS = [
         ["stabn.data", "stabn.models", "stabn.metrics", "stabn.fastpath", "stabn.optim", "stabn.config"],
     ),
     ("engine and explain", ["stabn.engine", "stabn.explain", "stabn.inference"]),
-    ("commands", ["stabn.cli", "stabn.bench", "stabn.demo", "stabn"]),
+    ("commands", ["stabn.cli", "stabn.check", "stabn.bench", "stabn.demo", "stabn"]),
 ]
 
 

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import REPO
+from helpers import REPO, SYNTHETIC_CONFIG, child_env, tiny_run
+from stabn.config import load_config
+from stabn.data.synthetic import make_synthetic_dataset
 
 LOCAL_SCRIPTS = sorted(list((REPO / "script_local").glob("*.sh")) + list((REPO / "script_local").glob("*.sbatch")))
 DOCKER_SCRIPTS = sorted((REPO / "docker").glob("*.sh"))
@@ -209,3 +212,91 @@ def test_dockerignore_keeps_bulky_folders_out_of_the_build_context():
     assert ignore.is_file(), "no .dockerignore: `COPY . .` would send .venv, data and runs to docker"
     entries = {ln.strip().rstrip("/") for ln in ignore.read_text().splitlines()}
     assert {".venv", "data", "runs", ".git"} <= entries, entries
+
+
+# --- the launch scripts check their inputs before they launch ----------------------------
+
+# Stand-ins first on PATH: `python` runs the real check and records anything else, torchrun
+# records its arguments and error file (writing a root cause's errorCode there when asked, as
+# torchrun does), srun runs its command, scontrol names one node and records a requeue.
+FAKE_PYTHON = """#!/bin/sh
+if [ "$1" = "-m" ] && [ "$2" = "stabn.check" ]; then exec "$REAL_PYTHON" "$@"; fi
+echo "python $*" >> "$FAKE_LOG"
+"""
+FAKE_TORCHRUN = """#!/bin/sh
+echo "torchrun $* (error file ${TORCHELASTIC_ERROR_FILE:-none})" >> "$FAKE_LOG"
+if [ -n "${FAKE_ERROR_CODE:-}" ]; then
+  printf '{"message": {"message": "error: x", "extraInfo": {"timestamp": "0"}, "errorCode": %s}}' \\
+    "$FAKE_ERROR_CODE" > "$TORCHELASTIC_ERROR_FILE"
+fi
+exit "${FAKE_EXIT:-0}"
+"""
+FAKE_SRUN = """#!/bin/sh
+exec "$@"
+"""
+FAKE_SCONTROL = """#!/bin/sh
+if [ "$1" = "show" ]; then echo node001; else echo "scontrol $*" >> "$FAKE_LOG"; fi
+"""
+
+
+@pytest.fixture
+def launcher(tmp_path):
+    """Runs a script of script_local/ with the stand-ins; returns (process, what was launched)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("python", FAKE_PYTHON), ("torchrun", FAKE_TORCHRUN), ("srun", FAKE_SRUN),
+                       ("scontrol", FAKE_SCONTROL)):  # fmt: skip
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    log = tmp_path / "launched.log"
+
+    def run(script, *args, **env):
+        log.write_text("")
+        full_env = child_env(
+            PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", REAL_PYTHON=sys.executable, FAKE_LOG=str(log),
+            SLURM_JOB_ID="1234", SLURM_JOB_NODELIST="node001", SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0", **env
+        )  # fmt: skip
+        proc = subprocess.run([str(REPO / "script_local" / script), *args], env=full_env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        return proc, log.read_text().splitlines()
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """A config file of a tiny synthetic dataset that passes the check."""
+    root = tmp_path_factory.mktemp("tiny")
+    make_synthetic_dataset(root / "data", num_train=4, num_val=2, frames=8, size=32, workers=1)
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(load_config(SYNTHETIC_CONFIG, tiny_run(root / "data", root / "unused")).to_dict()))
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["run_train_ddp.sh", "run_train_dp.sh", "run_eval.sh", "slurm_train_ddp.sbatch"])
+def test_a_launch_script_stops_at_bad_input_before_it_launches(launcher, tmp_path, script):
+    missing = tmp_path / "missing.yaml"
+    proc, launched = launcher(script, CONFIG=str(missing), LOGDIR=str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert launched == []  # nothing started, nothing requeued
+    line = proc.stderr.strip()
+    if script == "run_eval.sh":  # eval's check reads the run folder's checkpoint
+        assert line == f"error: {tmp_path / 'run' / 'checkpoint-best.pt'}: no such checkpoint file"
+    else:
+        assert line == f"error: {missing}: cannot read config (No such file or directory)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preempted", [True, False], ids=["preempted", "bad input in the job"])
+def test_slurm_requeues_a_preempted_job_but_not_bad_input(launcher, tiny_config, tmp_path, preempted):
+    """torchrun exits 1 either way; the root cause's errorCode 2 in a node's torchrun error file
+    is what tells bad input."""
+    logdir = tmp_path / "run"
+    env = {"FAKE_EXIT": "1"} if preempted else {"FAKE_EXIT": "1", "FAKE_ERROR_CODE": "2"}
+    proc, launched = launcher("slurm_train_ddp.sbatch", CONFIG=str(tiny_config), LOGDIR=str(logdir), **env)
+    assert proc.returncode == 1, proc.stderr
+    assert launched[0].startswith("torchrun --nnodes=1 --nproc_per_node=8 ")
+    assert launched[0].endswith(f"(error file {logdir}/torchrun-errors-1234/node-0.json)")
+    assert launched[1:] == (["scontrol requeue 1234"] if preempted else [])
+    assert not (logdir / "torchrun-errors-1234").exists()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, NamedTuple, Optional, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Union
 
 from ..errors import DataError
 
@@ -47,6 +47,24 @@ def count_frames(folder: PathLike) -> int:
         raise DataError(f"frame folder {os.fspath(folder)} does not exist") from None
     except NotADirectoryError:
         raise DataError(f"frame folder {os.fspath(folder)} is not a folder") from None
+
+
+def first_missing_folder(records: Iterable[VideoRecord]) -> Optional[VideoRecord]:
+    """The first record whose frame folder does not exist, or None. Each parent folder is
+    listed once instead of every video's folder looked up: one directory read rather than
+    220,000 lookups for SSv2, which on a network file system is seconds instead of minutes."""
+    listings: Dict[str, Set[str]] = {}
+    for record in records:
+        parent, name = os.path.split(os.path.normpath(record.path))
+        if parent not in listings:
+            try:
+                with os.scandir(parent or os.curdir) as entries:
+                    listings[parent] = {e.name for e in entries if e.is_dir()}
+            except OSError:  # no such parent, or not a folder: none of its videos are there
+                listings[parent] = set()
+        if name not in listings[parent]:
+            return record
+    return None
 
 
 def _int(value: str, what: str, where: str) -> int:
@@ -122,8 +140,6 @@ def read_label_file(
         folder = os.path.join(os.fspath(frames_root), video_id) if frames_root is not None else video_id
         if fmt == "ssv2":
             num_frames = _int(fields[1], "num_frames", where)
-            if check_frames and not os.path.isdir(folder):
-                raise DataError(f"{where}: frame folder {folder} does not exist")
         else:
             try:
                 num_frames = count_frames(folder)
@@ -133,6 +149,9 @@ def read_label_file(
             what = f"num_frames {num_frames} is below 1" if fmt == "ssv2" else f"no JPEG frames in {folder}"
             raise DataError(f"{where}: {what}")
         records.append(VideoRecord(video_id, num_frames, label, folder, lineno))
+    missing = first_missing_folder(records) if check_frames and fmt == "ssv2" else None
+    if missing is not None:
+        raise DataError(f"{path}:{missing.line}: frame folder {missing.path} does not exist")
     return records
 
 

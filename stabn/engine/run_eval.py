@@ -192,8 +192,9 @@ class AttentionWriter:
             self.remaining -= 1
 
 
-def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: DistContext) -> Dict[str, Any]:
-    """Evaluate `checkpoint` on `cfg.data.val_labels`; rank 0 writes the reports."""
+def eval_model_and_data(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any]):
+    """The model in `checkpoint` and the dataset of `cfg.data.val_labels` it is evaluated on;
+    `cfg` takes the architecture and preprocessing from the checkpoint."""
     model = load_pretrained(checkpoint, **_model_hints(cfg, explicit))
     spec = model.spec
     # The checkpoint decides the architecture and preprocessing it was trained with.
@@ -214,6 +215,13 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     )
     if not len(dataset):
         raise DataError(f"{cfg.data.val_labels}: no videos to evaluate")
+    return model, dataset
+
+
+def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: DistContext) -> Dict[str, Any]:
+    """Evaluate `checkpoint` on `cfg.data.val_labels`; rank 0 writes the reports."""
+    model, dataset = eval_model_and_data(cfg, checkpoint, explicit)
+    spec = model.spec
     loader = clip_loader(
         dataset,
         ShardSampler(len(dataset), ctx.rank, ctx.world_size),

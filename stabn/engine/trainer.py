@@ -15,9 +15,9 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import load_weights, read_checkpoint, save_checkpoint
+from ..checkpoint import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
 from ..config import Config, config_from_dict, flat_config, save_config
-from ..data import JitterConfig, clip_loader, make_dataset, optional_class_names
+from ..data import FrameClipDataset, JitterConfig, clip_loader, make_dataset, optional_class_names
 from ..errors import ConfigError, DataError, StabnError
 from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
 from ..fileio import atomic_write_text
@@ -56,6 +56,53 @@ def _changes_since(ckpt: Mapping[str, Any], cfg: Config) -> Dict[str, Tuple[Any,
     return {key: (then[key], now[key]) for key in then if key != "train.resume" and then[key] != now[key]}
 
 
+def training_sets(cfg: Config) -> Tuple[FrameClipDataset, FrameClipDataset]:
+    """The training and validation datasets of `cfg`."""
+    d = cfg.data
+    for key in ("train_labels", "val_labels"):
+        if not getattr(d, key):
+            raise ConfigError(f"data.{key} is not set: give it in the config or as data.{key}=PATH")
+    train_set = make_dataset(d, d.train_labels, "train", num_classes=cfg.model.num_classes, seed=cfg.train.seed)
+    if not len(train_set):
+        raise DataError(f"{d.train_labels}: no videos to train on")
+    return train_set, make_dataset(d, d.val_labels, "eval", num_classes=cfg.model.num_classes, seed=cfg.train.seed)
+
+
+def training_model(cfg: Config, short_side: Optional[int] = None) -> nn.Module:
+    """The model `cfg` trains, 2D weights inflated where it asks for them."""
+    return build_model(
+        cfg.model.name,
+        num_classes=cfg.model.num_classes,
+        frame_length=cfg.data.frame_length,
+        frame_size=cfg.data.frame_size,
+        dropout=cfg.model.dropout,
+        width=cfg.model.width,
+        pretrained_2d=cfg.model.pretrained_2d,
+        pretrained_2d_strict=cfg.model.pretrained_2d_strict,
+        channel_order=cfg.data.channel_order,
+        attention=cfg.model.attention,
+        class_names=optional_class_names(cfg.data.class_names, cfg.model.num_classes),
+        short_side=short_side,
+    )
+
+
+def resume_checkpoint(cfg: Config) -> Optional[Path]:
+    """The checkpoint a run of `cfg` resumes from, None for a fresh start: `train.resume`'s
+    file, or for `latest` the run folder's checkpoint-latest.pt where there is one yet."""
+    resume = cfg.train.resume
+    if not resume and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "latest"  # torchrun restarted the workers: carry on where they stopped
+    if not resume:
+        return None
+    if resume != "latest":
+        return Path(resume)
+    path = Path(cfg.logdir) / "checkpoint-latest.pt"
+    if not path.exists():
+        log.info("no %s yet; starting from scratch", path)
+        return None
+    return path
+
+
 def derive_seed(*parts: int) -> int:
     """A seed mixed from integers, so that (seed, epoch, rank) tuples never share a stream."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
@@ -71,32 +118,12 @@ class Trainer:
         self.amp_dtype = amp_dtype(t.amp, ctx.device)
         self.channels_last = use_channels_last(t.channels_last, ctx.device)
 
-        for key in ("train_labels", "val_labels"):
-            if not getattr(d, key):
-                raise ConfigError(f"data.{key} is not set: give it in the config or as data.{key}=PATH")
-        self.train_set = make_dataset(d, d.train_labels, "train", num_classes=cfg.model.num_classes, seed=t.seed)
-        if not len(self.train_set):
-            raise DataError(f"{d.train_labels}: no videos to train on")
-        self.val_set = make_dataset(d, d.val_labels, "eval", num_classes=cfg.model.num_classes, seed=t.seed)
-        class_names = optional_class_names(d.class_names, cfg.model.num_classes)
+        self.train_set, self.val_set = training_sets(cfg)
         self.jitter = None if d.jitter == "none" else JitterConfig(mode=d.jitter)
         self.skipped = 0
 
         torch.manual_seed(derive_seed(t.seed))  # the same initial weights on every rank and run
-        model = build_model(
-            cfg.model.name,
-            num_classes=cfg.model.num_classes,
-            frame_length=d.frame_length,
-            frame_size=d.frame_size,
-            dropout=cfg.model.dropout,
-            width=cfg.model.width,
-            pretrained_2d=cfg.model.pretrained_2d,
-            pretrained_2d_strict=cfg.model.pretrained_2d_strict,
-            channel_order=d.channel_order,
-            attention=cfg.model.attention,
-            class_names=class_names,
-            short_side=min(self.train_set.first_frame_size() or (0,)) or None,
-        )
+        model = training_model(cfg, short_side=min(self.train_set.first_frame_size() or (0,)) or None)
         self.spec = model.spec
         if cfg.model.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -166,17 +193,11 @@ class Trainer:
         )
 
     def _resume(self) -> None:
-        resume = self.cfg.train.resume
-        if not resume and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-            resume = "latest"  # torchrun restarted the workers: carry on where they stopped
-        if not resume:
-            return
-        path = self.logdir / "checkpoint-latest.pt" if resume == "latest" else Path(resume)
-        if resume == "latest" and not path.exists():
-            log.info("no %s yet; starting from scratch", path)
+        path = resume_checkpoint(self.cfg)
+        if path is None:
             return
         ckpt = read_checkpoint(path)
-        load_weights(self.model, ckpt["model_state_dict"], path)
+        load_weights(self.model, extract_state_dict(ckpt, path), path)
         if ckpt.get("optimizer_state_dict"):
             self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         if ckpt.get("scheduler_state_dict"):

@@ -1,0 +1,125 @@
+"""`python -m stabn.check`: the inputs of a training or evaluation job checked in seconds, before
+torchrun starts its processes, so that bad input stops a job with one line and exit code 2
+rather than after start-up on every node, or as a failure a scheduler would retry.
+
+    python -m stabn.check --config C [--logdir D] [--resume R] [key=value ...]   # train_dp.py / train_ddp.py
+    python -m stabn.check --eval --logdir D [--checkpoint C] [key=value ...]     # eval.py
+
+It takes the arguments of the command it goes before, and checks what that command would read
+and write: the config, the label files, that every frame folder exists, that the first frames
+of a few videos spread over each list decode and are large enough for the crop, the checkpoint
+to resume or evaluate, the 2D ImageNet file (fetched into torchvision's cache where it is
+missing, as training would), and that the run folder is writable. Exit code 0 with one line
+saying what was checked, or 2 with the `error:` line of the first problem.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+from .checkpoint import extract_state_dict, load_weights, read_checkpoint
+from .cli import eval_parser, parse_train_args, run_cli, setup_logging
+from .config import Config
+from .data import FrameClipDataset, frame_paths, read_jpeg
+from .data.annotations import first_missing_folder
+from .errors import ConfigError, DataError
+
+PROG = "python -m stabn.check"
+# Videos of each list whose first frame is decoded: enough to catch frames of another name,
+# size or format than the config expects, few enough to take no time.
+SAMPLED_VIDEOS = 8
+
+
+def check_videos(dataset: FrameClipDataset) -> Tuple[int, int]:
+    """Every frame folder of `dataset` exists, and the first frames of `SAMPLED_VIDEOS` videos
+    spread over it decode to at least the crop size; returns the size (height, width) of the
+    one with the shortest side."""
+    missing = first_missing_folder(dataset.records)
+    if missing is not None:
+        raise DataError(f"{dataset.label_file}:{missing.line}: frame folder {missing.path} does not exist")
+    count, s = len(dataset.records), dataset.frame_size
+    sizes = []
+    for index in sorted({i * count // SAMPLED_VIDEOS for i in range(SAMPLED_VIDEOS)}):
+        record = dataset.records[index]
+        where = f"{dataset.label_file}:{record.line}"
+        try:
+            height, width = read_jpeg(frame_paths(record.path, [0], dataset.template)[0]).shape[1:]
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        if min(height, width) < s:
+            raise DataError(f"{where}: frames of {record.path} are {height}x{width}, smaller than the {s}x{s} crop")
+        sizes.append((height, width))
+    return min(sizes, key=min)
+
+
+def check_writable(folder: Path) -> None:
+    """`folder` exists, or can be made, and takes new files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{folder} cannot be written to ({e.strerror or e}): choose a logdir you can write to"
+        ) from None
+
+
+def check_training(cfg: Config) -> str:
+    """What `train_dp.py` / `train_ddp.py` would read and write; one line saying what was checked."""
+    from .engine.trainer import resume_checkpoint, training_model, training_sets
+
+    train_set, val_set = training_sets(cfg)
+    smallest = min((check_videos(split) for split in (train_set, val_set) if len(split)), key=min)
+    model = training_model(cfg)
+    pretrained = cfg.model.pretrained_2d
+    done = [
+        f"{len(train_set)} training and {len(val_set)} validation videos, every frame folder there",
+        "first frames decode (the smallest {}x{})".format(*smallest),
+        f"{cfg.model.name} builds" + (f" with the 2D weights of {pretrained}" if pretrained else ""),
+    ]
+    path = resume_checkpoint(cfg)
+    if path is not None:
+        ckpt = read_checkpoint(path)
+        load_weights(model, extract_state_dict(ckpt, path), path)
+        done.append(f"resumes from {path} after epoch {int(ckpt.get('epoch', 0))}")
+    check_writable(Path(cfg.logdir))
+    done.append(f"{cfg.logdir} writable")
+    return ", ".join(done)
+
+
+def check_evaluation(logdir: str, checkpoint: Optional[str], overrides: Sequence[str]) -> str:
+    """What `eval.py` would read and write; one line saying what was checked."""
+    from .engine.run_eval import eval_model_and_data, resolve_eval_config
+
+    cfg, path, explicit = resolve_eval_config(logdir, checkpoint, overrides)
+    model, dataset = eval_model_and_data(cfg, path, explicit)
+    height, width = check_videos(dataset)
+    out = Path(cfg.logdir) / cfg.eval.output
+    check_writable(out)
+    return (
+        f"{path} holds {model.spec.name}, {len(dataset)} videos to evaluate, every frame folder there, first "
+        f"frames decode (the smallest {height}x{width}), {out} writable"
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    def run() -> None:
+        setup_logging()
+        if "--eval" in args:
+            args.remove("--eval")
+            parsed = eval_parser(f"{PROG} --eval").parse_intermixed_args(args)
+            summary = check_evaluation(parsed.logdir, parsed.checkpoint, parsed.overrides)
+        else:
+            summary = check_training(parse_train_args(args, PROG))
+        print(f"check passed: {summary}")
+
+    run_cli(run)
+
+
+if __name__ == "__main__":
+    main()
