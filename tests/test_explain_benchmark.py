@@ -299,11 +299,14 @@ def test_the_command_writes_every_explainer_and_metric(bench_files, capsys):
     code, _, stderr = run_bench(
         capsys, "--checkpoint", bench_files / "options.pt", "--data", bench_files / "data", "--videos", 1,
         "--auc-videos", 0, "--bootstrap", 10, "--threads", 1, "--out", out / "few", "--pictures", 1,
-        "--picture-explainers", "gradcam_layer3,stabn_attention",
+        "--picture-explainers", "gradcam_layer3,stabn_attention", "--picture-frames", 3,
     )  # fmt: skip
     assert code == 0, stderr
-    with Image.open(out / "few" / "pictures" / "000009.png") as picture:
-        assert picture.height == 40 + 2 * (224 + 20)
+    with (
+        Image.open(out / "few" / "pictures" / "000009.png") as picture,
+        Image.open(out / "pictures" / "000009.png") as eight,
+    ):
+        assert picture.height == 40 + 2 * (224 + 20) and eight.width - picture.width == 5 * 224
     assert summary["settings"]["bootstrap"] == 100 and summary["settings"]["layers"] == ["layer3", "layer4"]
     assert summary["metrics"] == [key for key, _ in METRICS]
     for name, figures in summary["explainers"].items():

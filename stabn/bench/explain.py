@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="the explainers the pictures show, comma-separated, in that order (default: all)",
     )
+    parser.add_argument(
+        "--picture-frames",
+        type=int,
+        default=8,
+        help="evenly spaced frames a picture shows (default 8; the clip's length shows every frame)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default: <checkpoint's folder>/explain)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the run")
@@ -81,7 +87,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     """The parsed options as `Settings`; ConfigError for a value out of range."""
     for name, minimum in (
         ("videos", 1), ("auc_videos", 0), ("steps", 1), ("smoothgrad_samples", 1), ("ig_steps", 1),
-        ("bootstrap", 1), ("seed", 0), ("batch_size", 1), ("pictures", 0),
+        ("bootstrap", 1), ("seed", 0), ("batch_size", 1), ("pictures", 0), ("picture_frames", 1),
     ):  # fmt: skip
         if getattr(args, name) < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
@@ -116,9 +122,9 @@ def _names(text: str) -> Tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def picture_writer(out: Path, dataset, model, names: Tuple[str, ...] = ()):
+def picture_writer(out: Path, dataset, model, names: Tuple[str, ...] = (), frame_count: int = 8):
     """Writes `pictures/<video_id>.png`: each explainer's map (those in `names`, in that order,
-    or all) on 8 frames of the clip."""
+    or all) on `frame_count` evenly spaced frames of the clip."""
 
     def write(index, frames, boxes, drawn) -> None:
         if names:
@@ -128,8 +134,8 @@ def picture_writer(out: Path, dataset, model, names: Tuple[str, ...] = ()):
                 raise ConfigError(f"--picture-explainers: no explainer {unknown[0]!r}; there are {', '.join(by_name)}")
             drawn = [by_name[name] for name in names]
         frames = frames.numpy()
-        step = max(1, frames.shape[0] // 8)
-        chosen = list(range(0, frames.shape[0], step))[:8]
+        step = max(1, frames.shape[0] // frame_count)
+        chosen = list(range(0, frames.shape[0], step))[:frame_count]
         record = dataset.records[index]
         title = f"video {record.video_id}, class {model.spec.class_name(record.label)}"
         rows = [(name, volume.numpy(), None if profile is None else profile.numpy()) for name, volume, profile in drawn]
@@ -158,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
             _warn_if_other_clips(args.reference_checkpoint, reference, args.checkpoint, model)
         dataset, truth = open_split(args.data, settings.split, model.spec, settings.videos)
         out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
-        pictures = picture_writer(out, dataset, model, _names(args.picture_explainers))
+        pictures = picture_writer(out, dataset, model, _names(args.picture_explainers), args.picture_frames)
         summary = run_benchmark(model, dataset, truth, settings, baseline, reference=reference, pictures=pictures)
         summary["attention_statistics"] = attention_statistics(model, dataset, truth, settings.videos)
     summary["model"]["checkpoint"] = str(args.checkpoint)
