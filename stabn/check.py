@@ -10,11 +10,13 @@ and write: the config, the label files, that every frame folder exists, that the
 of a few videos spread over each list decode and are large enough for the crop, the checkpoint
 to resume or evaluate, the 2D ImageNet file (fetched into torchvision's cache where it is
 missing, as training would), and that the run folder is writable. Exit code 0 with one line
-saying what was checked, or 2 with the `error:` line of the first problem.
+saying what was checked, or the `error:` line of the first problem: exit code 2 for bad input,
+75 where the operating system refuses the run folder (full, read-only, no permission).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +27,7 @@ from .cli import eval_parser, parse_train_args, run_cli, setup_logging
 from .config import Config
 from .data import FrameClipDataset, frame_paths, read_jpeg
 from .data.annotations import first_missing_folder
-from .errors import ConfigError, DataError
+from .errors import DataError, write_error
 
 PROG = "python -m stabn.check"
 # Videos of each list whose first frame is decoded: enough to catch frames of another name,
@@ -56,15 +58,16 @@ def check_videos(dataset: FrameClipDataset) -> Tuple[int, int]:
 
 
 def check_writable(folder: Path) -> None:
-    """`folder` exists, or can be made, and takes new files."""
+    """`folder` exists, or can be made, and takes new data: a block of it written to disk, which
+    a full disk or an exhausted quota refuses where an empty file would still be made."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(bytes(4096))
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
-        raise ConfigError(
-            f"{folder} cannot be written to ({e.strerror or e}): choose a logdir you can write to"
-        ) from None
+        raise write_error(folder, e, "choose a logdir you can write to") from None
 
 
 def check_training(cfg: Config) -> str:

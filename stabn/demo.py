@@ -35,8 +35,8 @@ from .cli import run_cli
 from .data import count_frames
 from .data.video import VIDEO_SUFFIXES, looks_like_video, resized_size, write_mp4
 from .errors import DataError, StabnError
-from .explain.visualize import ANIMATION_FPS, save_gif
-from .fileio import atomic_write_text
+from .explain.visualize import ANIMATION_FPS, save_gif, save_png
+from .fileio import atomic_write_text, writing
 from .inference import Explanation, Prediction, explain, has_attention_branch, predict
 from .models import ModelSpec, load_pretrained
 
@@ -161,8 +161,7 @@ def _pictures(e: Explanation, out: Path) -> Dict[str, str]:
         files["mp4"], files["mp4_codec"] = str(out / "attention.mp4"), codec
     except StabnError as error:  # no PyAV (a frames folder needs none) or no MP4 encoder
         print(f"attention.mp4 not written: {error}")
-    e.image.save(out / "attention.png")
-    files["png"] = str(out / "attention.png")
+    files["png"] = str(save_png(out / "attention.png", e.image))
     return files
 
 
@@ -195,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
 
     name = Path(os.path.normpath(video)).stem
     out = Path(args.out) if args.out else Path("demo") / name
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     files = {} if e is None else _pictures(e, out)
     files["json"] = str(out / "prediction.json")
     atomic_write_text(out / "prediction.json", _json(_report(args, pred, e, files)))

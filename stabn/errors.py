@@ -1,6 +1,7 @@
 """Errors that end a command with one line `error: ...` instead of a traceback, and their exit
-codes: 2 for bad input, 1 for a job that could not go on otherwise (processes that stopped
-answering). Anything else, a bug, is left to raise with its traceback (exit code 1 too).
+codes: 2 for bad input, 75 for a write the operating system refused (no space, no permission,
+a read-only file system, a quota), 1 for a job that could not go on otherwise (processes that
+stopped answering). Anything else, a bug, is left to raise with its traceback (exit code 1 too).
 
 Under torchrun every rank usually meets the same error: rank 0 prints the line, and every
 rank writes it to torchelastic's error file, so that torchrun's summary shows it as the root
@@ -9,15 +10,22 @@ cause and torchrun's own error file carries the exit code (`errorCode`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import sys
 import time
+from pathlib import Path
+from typing import Optional, Union
 
 # README, "Exit codes".
 FAILED_EXIT_CODE = 1
 BAD_INPUT_EXIT_CODE = 2
+# sysexits.h's EX_TEMPFAIL, "try again later": the input was fine, and the same command goes on
+# from what was written once the machine takes the write again (space freed, quota raised,
+# permissions or the mount fixed). A scheduler requeues on it, and never on 2.
+REFUSED_EXIT_CODE = 75
 
 
 class ReportedError(Exception):
@@ -42,6 +50,59 @@ class DataError(StabnError):
 
 class CheckpointError(StabnError):
     """A file that is not a checkpoint, is unsafe to load, or does not fit the model."""
+
+
+class WriteRefused(ReportedError):
+    """The operating system refused a write: no space left, no permission, a read-only file
+    system, a disk quota, a file-size limit."""
+
+    exit_code = REFUSED_EXIT_CODE
+
+
+class OutputPathError(StabnError):
+    """An output path that cannot be written as given: a file where a folder must be, a name
+    too long. Bad input: another run would meet it again."""
+
+
+# The errno values of a write that say the path given is wrong, not that the machine refused.
+_PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP})
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def os_cause(error: BaseException) -> Optional[OSError]:
+    """The OSError with an errno behind `error`: `error` itself, or one that it was raised from
+    or while handling. torch.save meets a full disk as an OSError, then raises a RuntimeError
+    of its own while closing the archive ("unexpected pos ..."), whose context that OSError is."""
+    seen, pending = set(), [error]
+    while pending:
+        e = pending.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        pending += [e.__cause__, e.__context__]
+    return None
+
+
+def _in_words(error: OSError) -> str:
+    """What went wrong, in the C library's words ("no space left on device"); a file where a
+    folder must be is named."""
+    if error.errno in (errno.ENOTDIR, errno.EEXIST) and error.filename is not None:
+        name = Path(os.fsdecode(error.filename))
+        blocker = next((p for p in (name, *name.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"{blocker} is not a folder"
+    words = os.strerror(error.errno)
+    return words[:1].lower() + words[1:]
+
+
+def write_error(path: PathLike, error: OSError, hint: str = "") -> ReportedError:
+    """`cannot write PATH: CAUSE[; HINT]` for an OSError met while writing `path`: a WriteRefused
+    (exit code 75), or an OutputPathError (2) where the path itself cannot be written."""
+    cls = OutputPathError if error.errno in _PATH_ERRNOS else WriteRefused
+    return cls(f"cannot write {path}: {_in_words(error)}" + (f"; {hint}" if hint else ""))
 
 
 # How torch re-raises an error of a DataLoader worker (or of its pin-memory thread).

@@ -1,13 +1,35 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of one."""
+"""Crash-safe file writes: a reader sees the old file or the new one, never half of one; and
+writes the operating system refuses, reported as one line naming the file and the cause."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO, Callable, Tuple, Union
+from typing import Any, BinaryIO, Callable, Iterator, Tuple, Union
+
+from .errors import ReportedError, os_cause, write_error
 
 PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def writing(path: PathLike) -> Iterator[None]:
+    """Writes to `path` inside the block that the operating system refuses (no space, no
+    permission, a read-only file system, a quota, a file-size limit) end as one error naming
+    `path` and the cause in words, instead of a traceback: exit code 75, or 2 where the path
+    itself cannot be written as given (`errors.write_error`)."""
+    try:
+        yield
+    except ReportedError:
+        raise
+    except Exception as e:
+        cause = os_cause(e)
+        if cause is None:
+            raise
+        raise write_error(path, cause) from None
 
 
 def _create_beside(path: Path) -> Tuple[int, Path]:
@@ -25,22 +47,24 @@ def _create_beside(path: Path) -> Tuple[int, Path]:
 def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call `write` on a temporary file beside `path`, flush it to disk, then rename it over
     `path`. A kill at any moment leaves the previous file intact. The file's mode follows the
-    umask (0644 under the usual 022)."""
+    umask (0644 under the usual 022). A write the operating system refuses removes the
+    temporary file, keeps the previous one and ends as one error (`writing`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_beside(path)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
     # The rename itself must reach the disk too, or a power cut can undo it.
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -55,3 +79,17 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_image(path: PathLike, image: Any, atomic: bool = True, **params: Any) -> None:
+    """`image.save(file, **params)` (a Pillow image; give `format`) into `path`: atomically, or
+    straight into the file (frames inside a folder that is renamed once complete). Encoded in
+    memory first: Pillow writes some formats (JPEG) to the descriptor of a real file itself, and
+    a write cut short by a full disk goes unnoticed there, leaving a truncated file."""
+    buffer = io.BytesIO()
+    image.save(buffer, **params)
+    if atomic:
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    else:
+        with writing(path), open(path, "wb") as f:
+            f.write(buffer.getbuffer())

@@ -1,16 +1,19 @@
 """Helpers shared by the test modules: where the repository and its fixtures are, how to launch
-the repository's commands in child processes, the original's reference outputs, and small
-videos encoded with PyAV."""
+the repository's commands in child processes, faults of the operating system made for real,
+the original's reference outputs, and small videos encoded with PyAV."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,6 +80,110 @@ def run_module(module: str, args: Sequence[str], timeout: float = 300, **kwargs)
         timeout=timeout,
         **kwargs,
     )
+
+
+# -- faults of the operating system, made for real --------------------------------------------
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """This process's RLIMIT_FSIZE lowered to `limit` bytes inside the block: a write past it
+    fails with EFBIG, "file too large" (Python ignores SIGXFSZ, which would kill the process).
+    Keep the block free of output that goes to a file, pytest's capture files included."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """A preexec_fn that gives a child process (and its own children) RLIMIT_FSIZE `limit`."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+# Linux capabilities that let root read and write whatever the file modes say.
+_PR_CAPBSET_DROP = 24
+_ROOT_OVERRIDES = (1, 2, 3)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+
+
+def as_a_user() -> Optional[Callable[[], None]]:
+    """A preexec_fn under which file modes apply to a child as to any user: for root, the
+    capabilities that override them are dropped from the child's bounding set, which its
+    programs then run without. None where the tests do not run as root."""
+    if os.geteuid() != 0:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def drop() -> None:
+        for cap in _ROOT_OVERRIDES:
+            if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    return drop
+
+
+def file_modes_apply(scratch: str) -> Optional[str]:
+    """None if a child started with `as_a_user()` is refused a folder of mode 0555 (made under
+    `scratch`); else why not, for a skip."""
+    folder = Path(scratch) / "read-only-folder"
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    try:
+        proc = subprocess.run([sys.executable, "-c", f"open({str(folder / 'x')!r}, 'w')"], preexec_fn=as_a_user(),
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot start a child without root's overrides: {e}"
+    finally:
+        folder.chmod(0o755)
+    return None if "PermissionError" in proc.stderr else "file modes do not bind a child here (root's capabilities)"
+
+
+class Tmpfs:
+    """A tmpfs mounted at `path` (root only): a disk that fills up, or turns read-only, for real."""
+
+    def __init__(self, path: Path, size: str) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs")
+
+    def _mount(self, *args: str) -> None:
+        proc = subprocess.run(["mount", *args, str(self.path)], capture_output=True, text=True, timeout=60)
+        if proc.returncode:
+            raise OSError(f"mount {' '.join(args)} {self.path}: {proc.stderr.strip()}")
+
+    def remount(self, options: str) -> None:
+        """e.g. `ro`, `rw`, `size=2m` (a size no smaller than what the files take)."""
+        self._mount("-o", f"remount,{options}")
+
+    def used(self) -> int:
+        """Bytes the files take."""
+        st = os.statvfs(self.path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", str(self.path)], capture_output=True, timeout=60)
+
+
+def try_tmpfs(path: Path, size: str) -> Tuple[Optional[Tmpfs], str]:
+    """(a `Tmpfs` at `path`, "") or (None, why there can be none: not root, no mount)."""
+    if os.geteuid() != 0:
+        return None, "mounting a tmpfs needs root"
+    try:
+        return Tmpfs(path, size), ""
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"cannot mount a tmpfs here: {e}"
+
+
+def mount_tmpfs(path: Path, size: str) -> Tmpfs:
+    """A `Tmpfs` at `path`, or a skip saying why there can be none."""
+    import pytest
+
+    disk, why_not = try_tmpfs(path, size)
+    if disk is None:
+        pytest.skip(why_not)
+    return disk
 
 
 class CodePayload:

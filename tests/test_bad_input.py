@@ -407,7 +407,7 @@ def test_synthetic_out_that_is_a_file(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
-    assert err.startswith(f"error: cannot write to {tmp_path / 'a_file'}"), err
+    assert err == f"error: cannot write {tmp_path / 'a_file' / 'frames'}: {tmp_path / 'a_file'} is not a folder\n"
     assert (tmp_path / "a_file").read_text() == ""
 
 

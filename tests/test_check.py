@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from helpers import SYNTHETIC_CONFIG, child_env, tiny_run
+from helpers import SYNTHETIC_CONFIG, child_env, file_size_limit, tiny_run
 from stabn.check import main
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
@@ -92,8 +92,18 @@ def test_a_run_folder_that_cannot_be_written(run_check, data, tmp_path):
     (tmp_path / "a_file").write_text("")
     message = error_of(run_check(*training_args(data, tmp_path / "a_file" / "run")))
     assert message == (
-        f"{tmp_path / 'a_file' / 'run'} cannot be written to (Not a directory): choose a logdir you can write to"
+        f"cannot write {tmp_path / 'a_file' / 'run'}: {tmp_path / 'a_file'} is not a folder; "
+        "choose a logdir you can write to"
     )
+
+
+def test_a_run_folder_that_takes_no_data(run_check, data, tmp_path):
+    """The check writes a block of data, which a full disk refuses (here a file-size limit, the
+    same refusal for the process): exit code 75, the machine's."""
+    with file_size_limit(1000):
+        code, out, err = run_check(*training_args(data, tmp_path / "run"))
+    assert (code, out) == (75, "")
+    assert err == f"error: cannot write {tmp_path / 'run'}: file too large; choose a logdir you can write to\n"
 
 
 def test_2d_weights_that_do_not_fit(run_check, data, tmp_path):

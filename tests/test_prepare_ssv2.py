@@ -11,7 +11,7 @@ from PIL import Image
 
 av = pytest.importorskip("av", reason="PyAV (pip install -e .[prep]) is needed to make test videos")
 
-from helpers import run_module  # noqa: E402
+from helpers import file_size_limit, run_module  # noqa: E402
 from stabn.data import prepare_ssv2 as prep  # noqa: E402
 from stabn.errors import DataError, StabnError  # noqa: E402
 
@@ -165,6 +165,28 @@ def test_failed_videos_reported_and_others_continue(dataset, capsys):
     assert (s.done, s.skipped, s.failed) == (3, 4, {})
     assert not (out / "failed.txt").exists()
     assert (out / "val_videofolder.txt").read_text() == "20 9 0\n21 6 2\n"
+
+
+def test_a_full_disk_stops_the_run_and_the_same_command_finishes_it(dataset, capsys):
+    """A file-size limit refuses every frame (the same refusal as a full disk): one line naming
+    the frame, exit code 75, the finished videos and label files of an earlier run kept, no
+    unfinished folder left; the same command then goes on from there."""
+    videos, anno, out = dataset
+    args = ["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out), "--workers", "1",
+            "--no-progress"]  # fmt: skip
+    assert prep.main([*args, "--limit", "1"]) == 0  # videos 10, 20 and 30
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with file_size_limit(300):  # a frame takes about 700 bytes
+        rc = prep.main(args)
+    err = capsys.readouterr().err
+    assert rc == 75, err
+    assert err == f"error: cannot write {out / 'frames' / '.11.partial' / '000001.jpg'}: file too large\n"
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(os.listdir(out / "frames")) == ["10", "20", "30"]
+    assert prep.main(args) == 0
+    assert (out / "train_videofolder.txt").read_text() == "10 8 1\n11 6 2\n"
+    assert frame_files(out, "11") == [f"{i:06d}.jpg" for i in range(1, 7)]
 
 
 def test_rerun_skips_finished_videos(dataset):

@@ -7,7 +7,7 @@ import functools
 import sys
 from typing import Optional, Sequence
 
-from ..errors import StabnError, report_error
+from ..errors import ReportedError, report_error
 from . import cost, explain, loader, train
 
 
@@ -47,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except StabnError as e:
+    except ReportedError as e:
         return report_error(e)
 
 

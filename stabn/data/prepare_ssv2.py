@@ -14,6 +14,9 @@ Writes, under O:
     failed.txt                   `id reason` per video that could not be decoded (only if any)
 
 Rerunning is cheap and safe: finished videos are skipped, half-written ones are redone.
+A write the operating system refuses (a full disk, a quota, no permission) stops the run with
+one line naming the file, exit code 75: the unfinished folders are removed, the finished ones
+kept, and the same command goes on from there once the cause is fixed.
 A video is decoded into frames/.<id>.partial and renamed to frames/<id> only once complete;
 then a marker .done/<id> holding the frame count is written. A frames folder counts as
 finished only if its marker exists and agrees with the number of JPEGs on disk, so a crash
@@ -24,6 +27,7 @@ Two runs must not share one out dir at the same time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -34,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..errors import DataError, StabnError, report_error
-from ..fileio import atomic_write_text
+from ..errors import DataError, ReportedError, report_error
+from ..fileio import atomic_write_text, write_image, writing
 from .sampling import FRAME_TEMPLATE
 from .video import import_av, resize_short_side, short_side_size  # noqa: F401  (re-exported)
 
@@ -221,12 +225,13 @@ def _decode_video(src: Path, dst: Path, quality: int, short_side: Optional[int] 
             image = frame.to_image()
             if short_side is not None:
                 image = resize_short_side(image, short_side)
-            image.save(dst / (FRAME_TEMPLATE % n), format="JPEG", quality=quality)
+            write_image(dst / (FRAME_TEMPLATE % n), image, atomic=False, format="JPEG", quality=quality)
     return n
 
 
 def _process(job: Tuple[str, str, str, int, Optional[int]]) -> _Result:
-    """Skip, or decode one video into its frames folder. Never raises: errors become results."""
+    """Skip, or decode one video into its frames folder. A video that cannot be read is a
+    result; a write the operating system refuses raises, and stops the run."""
     vid, video_dir, out_dir, quality, short_side = job
     frames_root = Path(out_dir) / "frames"
     done_root = Path(out_dir) / DONE_DIR
@@ -237,25 +242,33 @@ def _process(job: Tuple[str, str, str, int, Optional[int]]) -> _Result:
         marker, final = done_root / vid, frames_root / vid
         partial = frames_root / f".{vid}{PARTIAL_SUFFIX}"
         # Marker first: if we die below, the folder is left without one and gets redone.
-        marker.unlink(missing_ok=True)
-        _rmtree(final)
-        _rmtree(partial)
+        with writing(final):
+            marker.unlink(missing_ok=True)
+            _rmtree(final)
+            _rmtree(partial)
         src = Path(video_dir) / f"{vid}.webm"
         if not src.is_file():
             return _Result(vid, "failed", error=f"video file not found: {src}")
-        partial.mkdir(parents=True)
+        with writing(partial):
+            partial.mkdir(parents=True)
         try:
             n = _decode_video(src, partial, quality, short_side)
+        except ReportedError:  # a frame the operating system did not take
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         except Exception as e:  # PyAV raises many types for corrupt data; all mean "skip it".
             _rmtree(partial)
             return _Result(vid, "failed", error=f"cannot decode {src.name}: {_one_line(e)}")
         if n == 0:
             _rmtree(partial)
             return _Result(vid, "failed", error=f"no frames decoded from {src.name}")
-        os.rename(partial, final)
+        with writing(final):
+            os.rename(partial, final)
         atomic_write_text(marker, f"{n}\n")
         return _Result(vid, "done", n)
-    except Exception as e:  # e.g. disk full: report this video and let the rest continue
+    except ReportedError:
+        raise
+    except Exception as e:  # anything else about this one video: report it and let the rest continue
         return _Result(vid, "failed", error=_one_line(e))
 
 
@@ -328,8 +341,9 @@ def prepare_ssv2(
 ) -> PrepareSummary:
     """Extract SSv2 frames and write the label files; see the module docstring.
 
-    Raises DataError for bad input (missing/malformed annotations, missing video dir).
-    Videos that fail to decode do not raise: they are in `summary.failed` and failed.txt.
+    Raises DataError for bad input (missing/malformed annotations, missing video dir), and
+    WriteRefused for a write the operating system refuses. Videos that fail to decode do not
+    raise: they are in `summary.failed` and failed.txt.
     """
     start = time.monotonic()
     video_dir, anno_dir, out_dir = Path(video_dir), Path(anno_dir), Path(out_dir)
@@ -363,8 +377,9 @@ def prepare_ssv2(
     _check_settings(out_dir, short_side)
 
     frames_root = out_dir / "frames"
-    frames_root.mkdir(parents=True, exist_ok=True)
-    (out_dir / DONE_DIR).mkdir(exist_ok=True)
+    with writing(out_dir / DONE_DIR):
+        frames_root.mkdir(parents=True, exist_ok=True)
+        (out_dir / DONE_DIR).mkdir(exist_ok=True)
     atomic_write_text(out_dir / DONE_DIR / SETTINGS_FILE, json.dumps({"short_side": short_side}) + "\n")
     _remove_stale_partials(frames_root)
 
@@ -374,16 +389,22 @@ def prepare_ssv2(
 
     summary = PrepareSummary(out_dir=out_dir, missing_splits=missing)
     counts: Dict[str, int] = {}
-    for r in _run_jobs(jobs, workers, progress):
-        if r.status == "failed":
-            summary.failed[r.video_id] = r.error
-            continue
-        counts[r.video_id] = r.num_frames
-        if r.status == "done":
-            summary.done += 1
-            summary.frames_written += r.num_frames
-        else:
-            summary.skipped += 1
+    try:
+        for r in _run_jobs(jobs, workers, progress):
+            if r.status == "failed":
+                summary.failed[r.video_id] = r.error
+                continue
+            counts[r.video_id] = r.num_frames
+            if r.status == "done":
+                summary.done += 1
+                summary.frames_written += r.num_frames
+            else:
+                summary.skipped += 1
+    except ReportedError:
+        # A refused write: the pool has stopped its workers, whose unfinished folders go too.
+        with contextlib.suppress(OSError):
+            _remove_stale_partials(frames_root)
+        raise
 
     for split, entries in splits.items():
         lines = []
@@ -433,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: exit 0 if every video succeeded, 1 if some failed, 2 on bad input."""
+    """CLI: exit 0 if every video succeeded, 1 if some failed, 2 on bad input, 75 on a refused write."""
     args = build_parser().parse_args(argv)
     try:
         summary = prepare_ssv2(
@@ -446,7 +467,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             progress=not args.no_progress,
             short_side=args.short_side,
         )
-    except StabnError as e:
+    except ReportedError as e:
         return report_error(e)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)

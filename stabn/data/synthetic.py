@@ -42,8 +42,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, StabnError, report_error
-from ..fileio import atomic_write_text
+from ..errors import DataError, ReportedError, report_error
+from ..fileio import atomic_write_text, write_image, writing
 from .sampling import FRAME_TEMPLATE
 
 CLASS_NAMES: Tuple[str, ...] = (
@@ -282,18 +282,27 @@ def render_video(
 
 
 def _write_video(job: Tuple[str, int, int, str, int, int, int, bool]) -> Tuple[Tuple[int, int], List[Box]]:
-    """Render and save one video; the folder appears under its final name only when complete."""
+    """Render and save one video; the folder appears under its final name only when complete.
+    A write the operating system refuses removes the unfinished folder and is one line naming
+    the file (`fileio.writing`)."""
     frames_root, seed, index, video_id, label, frames, size, distractors = job
     video, event, boxes = render_video(seed, index, label, frames, size, distractors)
     final = os.path.join(frames_root, video_id)
     tmp = os.path.join(frames_root, f".{video_id}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for t in range(frames):
-        Image.fromarray(video[t]).save(os.path.join(tmp, FRAME_TEMPLATE % (t + 1)), format="JPEG", quality=JPEG_QUALITY)
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        with writing(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+        for t in range(frames):
+            path = os.path.join(tmp, FRAME_TEMPLATE % (t + 1))
+            write_image(path, Image.fromarray(video[t]), atomic=False, format="JPEG", quality=JPEG_QUALITY)
+        with writing(final):
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except ReportedError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return event, boxes
 
 
@@ -337,14 +346,13 @@ def make_synthetic_dataset(
 
     out = Path(out_dir)
     frames_root = out / "frames"
-    try:
+    with writing(frames_root):
         frames_root.mkdir(parents=True, exist_ok=True)
-        # An old index could name frames this run is about to replace (with another frame
-        # count); remove it first so an interrupted run leaves no index at all.
-        for name in INDEX_FILES:
+    # An old index could name frames this run is about to replace (with another frame
+    # count); remove it first so an interrupted run leaves no index at all.
+    for name in INDEX_FILES:
+        with writing(out / name):
             (out / name).unlink(missing_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot write to {out}: {e}") from e
 
     num_classes = len(CLASS_NAMES)
     splits, labels, ids = [], [], []
@@ -423,7 +431,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.out, args.num_train, args.num_val, args.frames, args.size, args.seed, args.workers,
             distractors=not args.no_distractors,
         )  # fmt: skip
-    except StabnError as e:
+    except ReportedError as e:
         return report_error(e)
     n = summary["num_train"] + summary["num_val"]
     print(

@@ -32,13 +32,14 @@ import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import DataError, StabnError
+from ..fileio import atomic_write
 from .sampling import clip_indices, eval_starts
 from .transforms import center_crop_offset
 
@@ -270,14 +271,19 @@ def available_mp4_codec() -> Optional[str]:
 def write_mp4(path: PathLike, frames: Sequence[np.ndarray], fps: float) -> str:
     """Encode uint8 RGB frames of one size as an MP4 (H.264, else MPEG-4 Part 2, in yuv420p,
     which wants even sides: an odd side gains an edge-copied row or column); return the codec's
-    name."""
-    av = import_av()
+    name. Written atomically (`fileio.atomic_write`), as every picture."""
     codec = available_mp4_codec()
     if codec is None:
         raise StabnError(f"this PyAV's FFmpeg has none of the MP4 encoders {', '.join(MP4_CODECS)}")
+    atomic_write(path, lambda f: _encode_mp4(f, frames, fps, codec))
+    return "h264" if codec == "libx264" else codec
+
+
+def _encode_mp4(file: BinaryIO, frames: Sequence[np.ndarray], fps: float, codec: str) -> None:
+    av = import_av()
     h, w = frames[0].shape[:2]
     pad = ((0, h % 2), (0, w % 2), (0, 0))
-    with av.open(os.fspath(path), "w", format="mp4") as container:
+    with av.open(file, "w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
         if codec == "libx264":
@@ -290,4 +296,3 @@ def write_mp4(path: PathLike, frames: Sequence[np.ndarray], fps: float) -> str:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return "h264" if codec == "libx264" else codec

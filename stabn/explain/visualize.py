@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from ..fileio import write_image
+
 BAR_HEIGHT = 20
 FRAMES_PER_ROW = 8
 FRAME_WEIGHT, ATTENTION_WEIGHT = 0.6, 0.4
@@ -213,10 +215,22 @@ def attention_image(
     return np.asarray(attention_sheet(attention_tiles(frames, spatial, temporal), title))
 
 
+# Pictures are written atomically (`fileio.write_image`): a write the operating system refuses
+# leaves no half picture behind and ends as one line naming it.
+
+
+def save_png(path: Union[str, Path], image: Image.Image) -> Path:
+    """`image` as a PNG file."""
+    path = Path(path)
+    write_image(path, image, format="PNG")
+    return path
+
+
 def save_gif(path: Union[str, Path], images: Sequence[Image.Image], fps: float = ANIMATION_FPS) -> Path:
     """An endlessly looping GIF of `images`, `fps` a second."""
     path = Path(path)
-    images[0].save(path, save_all=True, append_images=list(images[1:]), duration=round(1000 / fps), loop=0)
+    write_image(path, images[0], format="GIF", save_all=True, append_images=list(images[1:]),
+                duration=round(1000 / fps), loop=0)  # fmt: skip
     return path
 
 
@@ -232,10 +246,8 @@ def save_attention(
     """Write the attention PNG (`attention_sheet`) and, with `gif`, an animation of the
     overlaid frames (`animation_frames`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tiles = attention_tiles(frames, spatial, temporal)
-    attention_sheet(tiles, title).save(path)
-    written = [path]
+    written = [save_png(path, attention_sheet(tiles, title))]
     if gif:
         values = torch.as_tensor(temporal).detach().float().cpu().flatten().numpy()
         written.append(save_gif(path.with_suffix(".gif"), animation_frames(tiles, values, title), 1000 / gif_ms))
