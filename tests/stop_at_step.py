@@ -14,13 +14,13 @@ _agreed = StopRequest.agreed
 _steps = 0
 
 
-def agreed_after_signal(self, ctx):
+def agreed_after_signal(self, ctx, refused):
     """Asked once after every step: the step's end is where the signal arrives."""
     global _steps
     _steps += 1
     if _steps == STEP:
         os.kill(os.getpid(), signal.SIGTERM)
-    return _agreed(self, ctx)
+    return _agreed(self, ctx, refused)
 
 
 StopRequest.agreed = agreed_after_signal

@@ -6,13 +6,13 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..errors import ReportedError
+from ..errors import FAILED_EXIT_CODE, ReportedError, error_message
 
 
 @dataclass
@@ -84,11 +84,6 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 class ShardSampler(Sampler[int]):
     """Every index exactly once across ranks, without the padding DistributedSampler adds,
     so that distributed evaluation counts each video once."""
@@ -103,14 +98,41 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def max_over_ranks(value: int, ctx: DistContext) -> int:
-    """The largest of every rank's `value` (the value itself outside torch.distributed): how
-    ranks agree on a flag, such as a stop signal or an empty batch, that any one of them raised."""
+def max_over_ranks(values: Sequence[int], ctx: DistContext) -> List[int]:
+    """The largest of every rank's `values`, one by one (the values themselves outside
+    torch.distributed): how ranks agree on flags, such as a stop signal, a refused write or an
+    empty batch, that any one of them raised."""
     if not ctx.distributed:
-        return value
-    flag = torch.tensor([value], device=ctx.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag.item())
+        return list(values)
+    flags = torch.tensor(list(values), device=ctx.device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [int(v) for v in flags.tolist()]
+
+
+class RelayedError(ReportedError):
+    """An error raised again with the line and exit code it had: another rank's, on this one, or
+    this rank's own, without the traceback that held its objects."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def raise_on_every_rank(error: Optional[ReportedError], ctx: DistContext) -> None:
+    """Raise `error` where this process met one; under torchrun, every rank raises as soon as
+    any did, all with the line of the lowest rank that met one, so that no rank waits for ever
+    on one that stopped (rank 0's refused write of a checkpoint stops them all), and torchrun's
+    summary shows that line whichever rank's error file it picks. Every rank calls it at the
+    same point: it is a barrier too."""
+    if ctx.distributed:
+        mine = None if error is None else (error_message(error), getattr(error, "exit_code", FAILED_EXIT_CODE))
+        everyone: List[Optional[tuple]] = [None] * ctx.world_size
+        dist.all_gather_object(everyone, mine)
+        first = next((e for e in everyone if e is not None), None)
+        if first is not None and first != mine:
+            raise RelayedError(*first)
+    if error is not None:
+        raise error
 
 
 class CollectiveError(ReportedError):

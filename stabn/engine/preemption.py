@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from .distributed import DistContext, max_over_ranks
 
@@ -35,6 +35,8 @@ class StopRequest:
     def _handle(self, signum: int, frame: Any) -> None:
         self.signum = signum
 
-    def agreed(self, ctx: DistContext) -> int:
-        """The signal any rank received (0 if none): all ranks must stop at the same step."""
-        return max_over_ranks(self.signum, ctx)
+    def agreed(self, ctx: DistContext, refused: bool) -> Tuple[int, bool]:
+        """The signal any rank received (0 if none), and whether a write of any rank was refused
+        (`refused`: this rank's): all ranks must stop at the same step."""
+        signum, any_refused = max_over_ranks([self.signum, refused], ctx)
+        return signum, bool(any_refused)

@@ -20,18 +20,18 @@ from PIL import Image
 from ..checkpoint import read_checkpoint
 from ..config import Config, layered_config, parse_overrides, read_yaml
 from ..data import clip_loader, make_dataset, optional_class_names
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, ReportedError
 from ..explain.visualize import jet, save_attention
 from ..fastpath import amp_dtype, exact_fp32, prepare_model
-from ..fileio import atomic_write, atomic_write_text
+from ..fileio import atomic_write, atomic_write_text, writing
 from ..metrics import average_views
 from ..models import ModelSpec, STABNOutput, load_pretrained
 from .distributed import (
     DistContext,
     ShardSampler,
-    barrier,
     cleanup_distributed,
     collective_errors_named,
+    raise_on_every_rank,
     setup_distributed,
 )
 from .evaluate import EvalResult, evaluate
@@ -114,7 +114,8 @@ def confusion_png(confusion: torch.Tensor, scale: int = 4) -> bytes:
 
 def write_reports(out: Path, result: EvalResult, names: Sequence[str], extra: Mapping[str, Any]) -> Dict[str, Any]:
     """results.json (the original's keys and more), per_class.csv, confusion.csv/.png."""
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     per_class = result.per.per_class_accuracy().tolist()
     support = result.per.confusion.sum(dim=1).tolist()
     summary = {
@@ -155,13 +156,17 @@ def write_scores(path: Path, scores: Mapping[str, torch.Tensor], dataset) -> Non
 
 class AttentionWriter:
     """Saves the attention image of one view per video (the middle clip, centre crop), headed by
-    the video's prediction: its views' scores averaged as evaluation averages them."""
+    the video's prediction: its views' scores averaged as evaluation averages them. A picture
+    the operating system refuses ends the pictures; `refused` keeps its error for the end of
+    evaluation, where every rank learns of it (a rank that stopped at once would leave the
+    others waiting in evaluation's collectives)."""
 
     def __init__(self, out: Path, dataset, cfg: Config, spec: ModelSpec) -> None:
         self.out, self.dataset, self.cfg, self.spec = out, dataset, cfg, spec
         self.view, self.views = dataset.centre_view, dataset.num_views
         self.remaining = cfg.eval.max_attention_videos
         self.names = _class_names(cfg, spec)
+        self.refused: Optional[ReportedError] = None
 
     def title(self, index: int, scores: torch.Tensor) -> str:
         """`video <id>: predicted <name> (<p>), label <name>` for a video's averaged scores."""
@@ -181,14 +186,18 @@ class AttentionWriter:
             i = b * self.views + self.view
             frames = self.spec.denormalize(clips[i])
             video_id = self.dataset.records[index].video_id
-            save_attention(
-                self.out / f"{video_id}.png",
-                frames,
-                outputs.spatial_attention[i],
-                outputs.temporal_attention[i],
-                gif=self.cfg.eval.attention_gif,
-                title=self.title(index, scores[b]),
-            )
+            try:
+                save_attention(
+                    self.out / f"{video_id}.png",
+                    frames,
+                    outputs.spatial_attention[i],
+                    outputs.temporal_attention[i],
+                    gif=self.cfg.eval.attention_gif,
+                    title=self.title(index, scores[b]),
+                )
+            except ReportedError as e:
+                self.refused, self.remaining = e, 0
+                return
             self.remaining -= 1
 
 
@@ -243,6 +252,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         result = evaluate(model, loader, ctx, cfg.eval.average, amp_dtype=precision,
                           channels_last=cfg.eval.channels_last, on_batch=on_batch, on_skipped=skipped.extend,
                           keep_scores=cfg.eval.save_scores)  # fmt: skip
+    raise_on_every_rank(on_batch.refused if on_batch is not None else None, ctx)  # a refused picture
     extra: Dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "model": cfg.model.name,
@@ -258,11 +268,18 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         ctx.step = "explanation metrics"
         extra["explanation"] = explanation_metrics(model, cfg, dataset, ctx)
     summary: Dict[str, Any] = {}
+    refused: Optional[ReportedError] = None
+    ctx.step = "the reports"
     if ctx.is_main:
-        summary = write_reports(out, result, _class_names(cfg, spec), extra)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if result.scores is not None:
-            write_scores(out / "scores.npz", result.scores, dataset)
+        try:
+            summary = write_reports(out, result, _class_names(cfg, spec), extra)
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if result.scores is not None:
+                write_scores(out / "scores.npz", result.scores, dataset)
+        except ReportedError as e:
+            refused = e
+    raise_on_every_rank(refused, ctx)
+    if ctx.is_main:
         log.info(
             "Top-1 %s, Top-5 %s over %d videos x %d views; reports in %s",
             summary["top-1_accuracy"],
@@ -273,8 +290,6 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         )
     if skipped:
         log.warning("%d videos could not be read and were skipped", len(skipped))
-    ctx.step = "the reports"
-    barrier()
     return summary
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,13 +21,21 @@ from tqdm import tqdm
 from ..checkpoint import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
 from ..config import Config, config_from_dict, flat_config, save_config
 from ..data import FrameClipDataset, JitterConfig, clip_loader, make_dataset, optional_class_names
-from ..errors import ConfigError, DataError, StabnError
+from ..errors import ConfigError, DataError, ReportedError, StabnError, WriteRefused, error_message
 from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, writing
 from ..models import build_model
 from ..optim import build_scheduler, make_sgd, restart_schedule
-from .distributed import DistContext, ShardSampler, barrier, collective_errors_named, max_over_ranks
+from .distributed import (
+    DistContext,
+    RelayedError,
+    ShardSampler,
+    collective_errors_named,
+    max_over_ranks,
+    raise_on_every_rank,
+)
 from .evaluate import EvalResult, evaluate
+from .events import EventsWriter
 from .losses import classification_losses
 from .preemption import Preempted, StopRequest
 
@@ -144,6 +155,8 @@ class Trainer:
         # Config keys that differ from the resumed checkpoint's run: (then, now).
         self.changes: Dict[str, Tuple[Any, Any]] = {}
         self.stop = StopRequest()
+        # A write of this process that the operating system refused, until every rank knows.
+        self.refused: Optional[ReportedError] = None
         self._config_saved = False
         self._resume()
 
@@ -160,23 +173,33 @@ class Trainer:
         if t.compile:
             self.net = torch.compile(self.net)
             self.eval_net = torch.compile(model)
-        self.writer = None
-        if ctx.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.logdir))
+        self.events: Optional[EventsWriter] = None  # rank 0's, opened by fit()
 
     # -- checkpoints --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _writes(self) -> Iterator[None]:
+        """Rank 0's writes (the other ranks pass through the block): a write the operating
+        system refuses ends the block on rank 0, and every rank raises its line at the end
+        (`raise_on_every_rank`, a barrier too), so that no rank trains on without rank 0."""
+        try:
+            yield
+        except ReportedError as e:
+            self._refused(e)
+        raise_on_every_rank(self.refused, self.ctx)
+
+    def _refused(self, error: ReportedError) -> None:
+        """Keep `error` for every rank to raise; a refused write says how to go on."""
+        if isinstance(error, WriteRefused):
+            error = WriteRefused(
+                f"{error}; the files written before are intact: fix that, then go on with --resume latest"
+            )
+        self.refused = error
+
     def save(self, name: str, epoch: int, partial: Optional[Dict[str, Any]] = None) -> None:
         """Rank 0 writes `name`; `epoch` counts completed epochs, and `partial` holds where
         an interrupted epoch stands (steps done, RNG states, running loss sums)."""
         if not self.ctx.is_main:
             return
-        if not self._config_saved:
-            # Written with the first checkpoint, not at start-up: a run that fails before it
-            # has anything to save leaves an earlier run's config.yaml in place.
-            save_config(self.cfg, self.logdir)
-            self._config_saved = True
         extra = {"run_config": self.cfg.to_dict(), "history": self.history}
         if partial is not None:
             extra["partial_epoch"] = partial
@@ -191,6 +214,12 @@ class Trainer:
             best_score=self.best_score,
             extra=extra,
         )
+        if not self._config_saved:
+            # Written after the first checkpoint, not at start-up: a run that fails before it
+            # has saved anything (a crash, a refused write) leaves an earlier run's config.yaml
+            # in place, the config of the checkpoints there.
+            save_config(self.cfg, self.logdir)
+            self._config_saved = True
 
     def _resume(self) -> None:
         path = resume_checkpoint(self.cfg)
@@ -314,12 +343,16 @@ class Trainer:
             sums += values
             seen += labels.shape[0]
             self.iteration += 1
-            if self.writer is not None and self.iteration % cfg.train.log_every == 0:
-                for name, v in zip(("loss/all", "loss/per", "loss/att"), values.tolist()):
-                    self.writer.add_scalar(name, v, self.iteration)
+            if self.events is not None and self.iteration % cfg.train.log_every == 0:
+                self._log_losses(values)
             bar.set_postfix(loss=f"{values[0].item():.3f}")
             bar.update()
-            signum = self.stop.agreed(ctx)
+            # Every rank stops at the same step: for a signal any rank received, or for a
+            # write rank 0 could not do (its line raised on every rank).
+            signum, refused = self.stop.agreed(ctx, self.refused is not None)
+            if refused:
+                bar.close()
+                raise_on_every_rank(self.refused, ctx)
             if signum:
                 bar.close()
                 self._save_interrupted(epoch, step + 1, sums, jitter_gen)
@@ -353,7 +386,16 @@ class Trainer:
         rank skips the step, since DDP's gradient all-reduce needs all of them."""
         if not self.cfg.data.skip_corrupt:
             return empty
-        return bool(max_over_ranks(int(empty), self.ctx))
+        return bool(max_over_ranks([empty], self.ctx)[0])
+
+    def _log_losses(self, values: torch.Tensor) -> None:
+        """The step's losses to TensorBoard; a refused write is kept for the step's end, where
+        every rank learns of it."""
+        try:
+            for name, v in zip(("loss/all", "loss/per", "loss/att"), values.tolist()):
+                self.events.add_scalar(name, v, self.iteration)
+        except ReportedError as e:
+            self._refused(e)
 
     def _save_interrupted(self, epoch: int, step: int, sums: torch.Tensor, jitter_gen: torch.Generator) -> None:
         """checkpoint-latest for a stop after `step` steps of `epoch` (0-based)."""
@@ -365,8 +407,8 @@ class Trainer:
             torch.distributed.all_gather_object(rng, torch.get_rng_state())
             torch.distributed.all_gather_object(jitter_rng, jitter_gen.get_state())
         partial = {"step": step, "sums": sums, "rng": rng, "jitter_rng": jitter_rng}
-        self.save("checkpoint-latest.pt", epoch, partial)
-        barrier()
+        with self._writes():
+            self.save("checkpoint-latest.pt", epoch, partial)
         log.warning(
             "stopped by signal after epoch %d step %d; checkpoint-latest.pt written, continue with train.resume=latest",
             epoch + 1,
@@ -414,9 +456,11 @@ class Trainer:
             )
         if not len(self.val_set) and self.ctx.is_main:
             log.warning("%s lists no videos: no validation, and no checkpoint-best.pt", self.cfg.data.val_labels)
-        if self.ctx.is_main:
-            self.logdir.mkdir(parents=True, exist_ok=True)
-        barrier()
+        with self._writes():
+            if self.ctx.is_main:
+                with writing(self.logdir):
+                    self.logdir.mkdir(parents=True, exist_ok=True)
+                self.events = EventsWriter(self.logdir)
         with self.stop:
             return self._epochs()
 
@@ -431,33 +475,37 @@ class Trainer:
             record.update(self.train_one_epoch(epoch))
             self.scheduler.step()
             last = epoch + 1 == cfg.train.epochs
+            best = False
             if len(self.val_set) and ((epoch + 1) % cfg.train.val_every == 0 or last):
                 self.ctx.step = f"validation after epoch {epoch + 1}"
                 result = self.validate().summary()
                 record["val"] = result
                 top1 = result["top-1_accuracy"]
-                if top1["per"] > self.best_score or not self.history:
-                    self.best_score = max(self.best_score, top1["per"])
-                    self.save("checkpoint-best.pt", epoch + 1)
+                best = top1["per"] > self.best_score or not self.history
+                self.best_score = max(self.best_score, top1["per"])
             self.history.append(record)
-            self._log_epoch(record)
-            if (epoch + 1) % cfg.train.save_every == 0:
-                self.save(f"checkpoint-{epoch + 1:04d}.pt", epoch + 1)
-            self.save("checkpoint-latest.pt", epoch + 1)
             self.ctx.step = f"the checkpoints of epoch {epoch + 1}"
-            barrier()
+            # The first write refused ends the block, leaving the files of earlier epochs as they
+            # were; history.json comes last, so that it never lists an epoch no checkpoint holds.
+            with self._writes():
+                if best:
+                    self.save("checkpoint-best.pt", epoch + 1)
+                if (epoch + 1) % cfg.train.save_every == 0:
+                    self.save(f"checkpoint-{epoch + 1:04d}.pt", epoch + 1)
+                self.save("checkpoint-latest.pt", epoch + 1)
+                self._log_epoch(record)
         self.ctx.step = "the end of training"
-        self.save("checkpoint-final.pt", cfg.train.epochs)
-        if self.writer is not None:
-            self.writer.close()
-        barrier()
+        with self._writes():
+            self.save("checkpoint-final.pt", cfg.train.epochs)
+            if self.events is not None:
+                self.events.close()
         return {"best_score": self.best_score, "history": self.history, "last": record}
 
     def _log_epoch(self, record: Dict[str, Any]) -> None:
         if not self.ctx.is_main:
             return
         epoch = record["epoch"]
-        w = self.writer
+        w = self.events
         w.add_scalar("lr", record["lr"], epoch)
         w.add_scalar("speed/clips_per_s", record["clips_per_s"], epoch)
         w.add_scalar("speed/data_wait_fraction", record["data_wait"], epoch)
@@ -466,7 +514,6 @@ class Trainer:
                 for branch, value in record["val"][f"top-{k}_accuracy"].items():
                     name = f"accuracy/{branch}" if k == 1 else f"accuracy_top5/{branch}"
                     w.add_scalar(name, value, epoch)
-        w.flush()
         atomic_write_text(self.logdir / "history.json", json.dumps(self.history, indent=2) + "\n")
         val = record.get("val", {}).get("top-1_accuracy", {})
         log.info(
@@ -485,8 +532,20 @@ def train(cfg: Config, launcher: str) -> Dict[str, Any]:
 
     ctx = setup_distributed(launcher, cfg.train.collective_timeout)
     try:
-        with collective_errors_named(ctx, cfg.train.collective_timeout):
-            return Trainer(cfg, ctx).fit()
+        try:
+            with collective_errors_named(ctx, cfg.train.collective_timeout):
+                return Trainer(cfg, ctx).fit()
+        except ReportedError as e:
+            error = RelayedError(error_message(e), e.exit_code)
+            # The frames of the error's tracebacks hold the Trainer, and with it DDP and the
+            # DataLoader iterators: they go now, before the process group, or DDP's teardown at
+            # exit, after the group's, can abort the process (SIGABRT instead of the exit code).
+            # Cleared frames free the iterators first, each shutting its workers down.
+            while e is not None:
+                traceback.clear_frames(e.__traceback__)
+                e = e.__context__
+        gc.collect()
+        raise error
     except Preempted as stop:
         raise SystemExit(128 + stop.signum) from None
     finally:
