@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .checkpoint import extract_state_dict, load_weights, read_checkpoint
+from .checkpoint import extract_state_dict, load_weights
 from .cli import eval_parser, parse_train_args, run_cli, setup_logging
 from .config import Config
 from .data import FrameClipDataset, frame_paths, read_jpeg
@@ -72,7 +72,7 @@ def check_writable(folder: Path) -> None:
 
 def check_training(cfg: Config) -> str:
     """What `train_dp.py` / `train_ddp.py` would read and write; one line saying what was checked."""
-    from .engine.trainer import resume_checkpoint, training_model, training_sets
+    from .engine.trainer import read_resume_checkpoint, training_model, training_sets
 
     train_set, val_set = training_sets(cfg)
     smallest = min((check_videos(split) for split in (train_set, val_set) if len(split)), key=min)
@@ -83,9 +83,9 @@ def check_training(cfg: Config) -> str:
         "first frames decode (the smallest {}x{})".format(*smallest),
         f"{cfg.model.name} builds" + (f" with the 2D weights of {pretrained}" if pretrained else ""),
     ]
-    path = resume_checkpoint(cfg)
-    if path is not None:
-        ckpt = read_checkpoint(path)
+    found = read_resume_checkpoint(cfg)
+    if found is not None:
+        path, ckpt = found
         load_weights(model, extract_state_dict(ckpt, path), path)
         done.append(f"resumes from {path} after epoch {int(ckpt.get('epoch', 0))}")
     check_writable(Path(cfg.logdir))

@@ -6,7 +6,9 @@ model, its input and its classes (`stabn.models.ModelSpec.to_dict()`), so a file
 rebuild what wrote it. Files of the original (with the `module.` prefix DataParallel adds, or
 bare state dicts) and of earlier versions (a `config` entry instead of `model_spec`) load too.
 Everything is read with `weights_only=True`: a file that carries code is refused and the code
-never runs. Rebuilding a model out of a file is `stabn.models.load_pretrained`'s work.
+never runs. A file cut short, or whose data no longer matches the checksums torch.save wrote
+into its archive (bit rot, a partial copy), is refused as damaged. Rebuilding a model out of a
+file is `stabn.models.load_pretrained`'s work.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DamagedCheckpoint
 from .fileio import atomic_write
 from .version import __version__
 
@@ -32,6 +35,10 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
 # A run folder's checkpoints, in the order a folder given for a file suggests them.
 _RUN_CHECKPOINTS = ("checkpoint-best.pt", "checkpoint-final.pt", "checkpoint-latest.pt")
+# checkpoint-0010.pt: the state after that many epochs.
+_NUMBERED = re.compile(r"checkpoint-(\d+)\.pt")
+# The first bytes of a zip archive, which torch.save has written since PyTorch 1.6.
+_ZIP_MAGIC = b"PK\x03\x04"
 SPEC_KEY = "model_spec"
 # Earlier versions stored the spec as `config`, its name under `model`.
 _LEGACY_SPEC_KEY, _LEGACY_NAME_KEY = "config", "model"
@@ -87,6 +94,7 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
         raise CheckpointError(f"{path} is a folder, not a checkpoint file: {hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    _check_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -96,12 +104,71 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
                 f"{path}: refused to load: it holds objects other than tensors and plain "
                 f"containers (it references {found.group(1)}); loading it could run code"
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
+        raise DamagedCheckpoint(f"{path}: not a PyTorch checkpoint (unreadable pickle data)") from None
     except Exception as e:  # torch raises many types for files that are not checkpoints
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise DamagedCheckpoint(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, not a dict)")
     return dict(obj)
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a zip archive cut short, or one whose records no longer match the CRC-32 torch.save
+    wrote for them: torch.load reads such a record without a word, and the weights are wrong.
+    Records written without a checksum (torch.serialization.set_crc32_options(False)) hold 0."""
+    with open(path, "rb") as f:
+        if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+            return  # the format before PyTorch 1.6, or no checkpoint at all: torch.load says which
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise DamagedCheckpoint(f"{path}: cut short: its archive has no end ({path.stat().st_size} bytes)") from None
+    with archive:
+        for record in archive.infolist():
+            if not record.CRC:
+                continue
+            try:
+                with archive.open(record) as data:  # the CRC-32 is compared at the end
+                    while data.read(1 << 22):
+                        pass
+            except zipfile.BadZipFile as e:
+                problem = "does not match its CRC-32" if str(e).startswith("Bad CRC-32") else f"is unreadable ({e})"
+                raise DamagedCheckpoint(f"{path}: damaged: record {record.filename} {problem}") from None
+            except (EOFError, OSError) as e:
+                raise DamagedCheckpoint(f"{path}: damaged: record {record.filename} is unreadable ({e})") from None
+
+
+def newest_intact_checkpoint(path: PathLike) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The newest checkpoint of `path`'s run folder that reads, `path` itself aside: by the
+    (epoch, iteration) stored in checkpoint-final.pt, checkpoint-best.pt and the newest
+    checkpoint-NNNN.pt that reads (NNNN counts epochs, so older ones are never newer); at equal
+    steps the one written last in an epoch (final, then NNNN, then best). None if none reads."""
+    path = Path(path)
+    folder = path.parent
+    numbered = sorted(
+        (p for p in folder.glob("checkpoint-*.pt") if _NUMBERED.fullmatch(p.name)),
+        key=lambda p: int(_NUMBERED.fullmatch(p.name).group(1)),
+        reverse=True,
+    )
+    found: List[Tuple[Tuple[int, int, int], Path, Dict[str, Any]]] = []
+    for order, candidates in (
+        (2, [folder / "checkpoint-final.pt"]),
+        (1, numbered),
+        (0, [folder / "checkpoint-best.pt"]),
+    ):
+        for candidate in candidates:
+            if candidate == path or not candidate.is_file():
+                continue
+            try:
+                ckpt = read_checkpoint(candidate)
+            except CheckpointError:
+                continue
+            found.append(((int(ckpt.get("epoch", 0)), int(ckpt.get("iteration", 0)), order), candidate, ckpt))
+            break
+    if not found:
+        return None
+    _, best_path, ckpt = max(found, key=lambda item: item[0])
+    return best_path, ckpt
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
@@ -176,6 +243,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: Pat
 __all__ = [
     "save_checkpoint",
     "read_checkpoint",
+    "newest_intact_checkpoint",
     "extract_state_dict",
     "read_state_dict",
     "stored_spec",

@@ -91,6 +91,9 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     resume: Optional[str] = None  # a checkpoint path, or "latest"
+    # With resume "latest": a checkpoint-latest.pt that cannot be read (cut short, damaged) gives
+    # way to the newest checkpoint of the run that reads, with a warning; true stops instead.
+    resume_strict: bool = False
     save_every: int = 10
     val_every: int = 1
     log_every: int = 10

@@ -52,6 +52,10 @@ class CheckpointError(StabnError):
     """A file that is not a checkpoint, is unsafe to load, or does not fit the model."""
 
 
+class DamagedCheckpoint(CheckpointError):
+    """A file that cannot be read as a checkpoint at all: cut short, overwritten, not a PyTorch file."""
+
+
 class WriteRefused(ReportedError):
     """The operating system refused a write: no space left, no permission, a read-only file
     system, a disk quota, a file-size limit."""

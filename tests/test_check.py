@@ -118,8 +118,9 @@ def test_2d_weights_that_do_not_fit(run_check, data, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_and_evaluation_checkpoints(run_check, data, tmp_path):
-    """The checkpoint to resume must fit the config's model; eval.py's check reads the run's."""
+def test_resume_and_evaluation_checkpoints(run_check, data, tmp_path, caplog):
+    """The checkpoint to resume must fit the config's model, a checkpoint-latest.pt cut short
+    gives way as in training; eval.py's check reads the run's."""
     logdir = tmp_path / "run"
     torch.set_num_threads(1)
     Trainer(load_config(SYNTHETIC_CONFIG, tiny_run(data, logdir)), DistContext()).fit()
@@ -129,6 +130,13 @@ def test_resume_and_evaluation_checkpoints(run_check, data, tmp_path):
     assert message.startswith(f"{logdir / 'checkpoint-latest.pt'}: does not fit the model: key 'conv1.weight' ")
     message = error_of(run_check(*training_args(data, logdir, f"train.resume={logdir}")))
     assert message.startswith(f"{logdir} is a folder, not a checkpoint file: pass one of its checkpoints")
+    latest, final = logdir / "checkpoint-latest.pt", logdir / "checkpoint-final.pt"
+    shutil.copy(latest, tmp_path / "latest.pt")
+    latest.write_bytes(latest.read_bytes()[:1000])
+    code, out, err = run_check(*training_args(data, logdir, "--resume", "latest"))
+    assert code == 0 and f"resumes from {final} after epoch 1" in out, err
+    assert f"{latest}: cut short: its archive has no end (1000 bytes); resuming from {final} instead" in caplog.text
+    shutil.copy(tmp_path / "latest.pt", latest)
 
     code, out, err = run_check("--eval", "--logdir", logdir, "eval.num_clips=2")
     assert code == 0, err

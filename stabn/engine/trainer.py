@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import extract_state_dict, load_weights, read_checkpoint, save_checkpoint
+from ..checkpoint import extract_state_dict, load_weights, newest_intact_checkpoint, read_checkpoint, save_checkpoint
 from ..config import Config, config_from_dict, flat_config, save_config
 from ..data import FrameClipDataset, JitterConfig, clip_loader, make_dataset, optional_class_names
-from ..errors import ConfigError, DataError, ReportedError, StabnError, WriteRefused, error_message
+from ..errors import ConfigError, DamagedCheckpoint, DataError, ReportedError, StabnError, WriteRefused, error_message
 from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
 from ..fileio import atomic_write_text, writing
 from ..models import build_model
@@ -49,6 +49,8 @@ class TrainingError(StabnError):
 # The train keys whose values a checkpoint's optimizer and scheduler states carry.
 _OPTIMIZER_KEYS = ("momentum", "weight_decay", "nesterov")
 _SCHEDULE_KEYS = ("lr", "schedule", "epochs", "milestones", "gamma", "warmup_epochs")
+# How a run resumes, which is no change to the run itself.
+_RESUME_KEYS = ("train.resume", "train.resume_strict")
 
 
 def _changes_since(ckpt: Mapping[str, Any], cfg: Config) -> Dict[str, Tuple[Any, Any]]:
@@ -64,7 +66,7 @@ def _changes_since(ckpt: Mapping[str, Any], cfg: Config) -> Dict[str, Tuple[Any,
         then = {f"train.{key}": group[key] for key in _OPTIMIZER_KEYS if key in group}
         if "initial_lr" in group:
             then["train.lr"] = group["initial_lr"]
-    return {key: (then[key], now[key]) for key in then if key != "train.resume" and then[key] != now[key]}
+    return {key: (then[key], now[key]) for key in then if key not in _RESUME_KEYS and then[key] != now[key]}
 
 
 def training_sets(cfg: Config) -> Tuple[FrameClipDataset, FrameClipDataset]:
@@ -112,6 +114,37 @@ def resume_checkpoint(cfg: Config) -> Optional[Path]:
         log.info("no %s yet; starting from scratch", path)
         return None
     return path
+
+
+def read_resume_checkpoint(cfg: Config, announce: bool = True) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The checkpoint a run of `cfg` resumes from (`resume_checkpoint`) and its contents; None
+    for a fresh start. A checkpoint-latest.pt that cannot be read (cut short, damaged) gives way
+    to the newest checkpoint of the run that reads, with a warning naming both (where
+    `announce`): the epochs since that one are trained again, instead of the job stopping while
+    older checkpoints sit beside it. `train.resume_strict=true` stops instead; a checkpoint
+    named by its path never gives way."""
+    path = resume_checkpoint(cfg)
+    if path is None:
+        return None
+    try:
+        return path, read_checkpoint(path)
+    except DamagedCheckpoint as e:
+        if cfg.train.resume not in (None, "latest"):
+            raise
+        if cfg.train.resume_strict:
+            raise DamagedCheckpoint(f"{e} (train.resume_strict=true: no older checkpoint instead)") from None
+        damaged = str(e)
+    found = newest_intact_checkpoint(path)
+    if found is None:
+        raise DamagedCheckpoint(f"{damaged}; no other checkpoint in {path.parent} reads either")
+    if announce:
+        log.warning(
+            "%s; resuming from %s instead, the newest checkpoint of the run that reads (after epoch %d)",
+            damaged,
+            found[0],
+            int(found[1].get("epoch", 0)),
+        )
+    return found
 
 
 def derive_seed(*parts: int) -> int:
@@ -222,10 +255,10 @@ class Trainer:
             self._config_saved = True
 
     def _resume(self) -> None:
-        path = resume_checkpoint(self.cfg)
-        if path is None:
+        found = read_resume_checkpoint(self.cfg, announce=self.ctx.is_main)
+        if found is None:
             return
-        ckpt = read_checkpoint(path)
+        path, ckpt = found
         load_weights(self.model, extract_state_dict(ckpt, path), path)
         if ckpt.get("optimizer_state_dict"):
             self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
