@@ -288,15 +288,18 @@ def test_a_launch_script_stops_at_bad_input_before_it_launches(launcher, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preempted", [True, False], ids=["preempted", "bad input in the job"])
-def test_slurm_requeues_a_preempted_job_but_not_bad_input(launcher, tiny_config, tmp_path, preempted):
-    """torchrun exits 1 either way; the root cause's errorCode 2 in a node's torchrun error file
-    is what tells bad input."""
+@pytest.mark.parametrize("error_code", [None, "2", "75"], ids=["preempted", "bad input in the job", "refused write"])
+def test_slurm_requeues_a_preempted_job_or_a_refused_write_but_not_bad_input(launcher, tiny_config, tmp_path,
+                                                                             error_code):  # fmt: skip
+    """torchrun exits 1 whatever happened; the root cause's errorCode in a node's torchrun error
+    file tells bad input (2) from a write the machine refused (75)."""
     logdir = tmp_path / "run"
-    env = {"FAKE_EXIT": "1"} if preempted else {"FAKE_EXIT": "1", "FAKE_ERROR_CODE": "2"}
+    env = {"FAKE_EXIT": "1"} if error_code is None else {"FAKE_EXIT": "1", "FAKE_ERROR_CODE": error_code}
     proc, launched = launcher("slurm_train_ddp.sbatch", CONFIG=str(tiny_config), LOGDIR=str(logdir), **env)
     assert proc.returncode == 1, proc.stderr
     assert launched[0].startswith("torchrun --nnodes=1 --nproc_per_node=8 ")
     assert launched[0].endswith(f"(error file {logdir}/torchrun-errors-1234/node-0.json)")
-    assert launched[1:] == (["scontrol requeue 1234"] if preempted else [])
+    assert launched[1:] == ([] if error_code == "2" else ["scontrol requeue 1234"])
     assert not (logdir / "torchrun-errors-1234").exists()
+    if error_code == "75":
+        assert "the machine refused a write (see the error line above): requeued" in proc.stderr
