@@ -173,14 +173,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = prepare_model(model, ctx.device, self.channels_last)
         self.optimizer = make_sgd(model.parameters(), ctx.device, t.lr, t.momentum, t.weight_decay, t.nesterov)
-        self.scheduler = build_scheduler(
-            self.optimizer,
-            schedule=t.schedule,
-            epochs=t.epochs,
-            milestones=t.milestones,
-            gamma=t.gamma,
-            warmup_epochs=t.warmup_epochs,
-        )
+        self.scheduler = build_scheduler(self.optimizer, **self._schedule_settings())
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.iteration, self.best_score = 0, 0, 0.0
         self.history: List[Dict[str, Any]] = []
@@ -291,16 +284,14 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group.update(momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
         if changed & set(_SCHEDULE_KEYS):
-            self.scheduler = restart_schedule(
-                self.optimizer,
-                t.lr,
-                self.start_epoch,
-                schedule=t.schedule,
-                epochs=t.epochs,
-                milestones=t.milestones,
-                gamma=t.gamma,
-                warmup_epochs=t.warmup_epochs,
-            )
+            self.scheduler = restart_schedule(self.optimizer, t.lr, self.start_epoch, **self._schedule_settings())
+
+    def _schedule_settings(self) -> Dict[str, Any]:
+        """The keyword settings of `build_scheduler` / `restart_schedule`, from `cfg.train`."""
+        t = self.cfg.train
+        return dict(
+            schedule=t.schedule, epochs=t.epochs, milestones=t.milestones, gamma=t.gamma, warmup_epochs=t.warmup_epochs
+        )
 
     # -- loop ---------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int) -> Dict[str, float]:
