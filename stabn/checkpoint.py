@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError, DamagedCheckpoint
-from .fileio import atomic_write
-from .version import __version__
+from stabn.errors import CheckpointError, DamagedCheckpoint
+from stabn.fileio import atomic_write
+from stabn.version import __version__
 
 PathLike = Union[str, os.PathLike]
 

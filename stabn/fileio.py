@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Tuple, Union
 
-from .errors import ReportedError, os_cause, write_error
+from stabn.errors import ReportedError, os_cause, write_error
 
 PathLike = Union[str, os.PathLike]
 

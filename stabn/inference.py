@@ -21,12 +21,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .checkpoint import unwrap_model
-from .data import count_frames, frame_paths, read_eval_clips
-from .data.video import VideoInfo, looks_like_video, read_video_clips
-from .explain.visualize import animation_frames, attention_sheet, attention_tiles, upsample_spatial
-from .metrics import average_views
-from .models import STABN, ModelSpec, STABNOutput, model_spec
+from stabn.checkpoint import unwrap_model
+from stabn.data import count_frames, frame_paths, read_eval_clips
+from stabn.data.video import VideoInfo, looks_like_video, read_video_clips
+from stabn.engine.accuracy import average_views
+from stabn.interpret.visualize import animation_frames, attention_sheet, attention_tiles, upsample_spatial
+from stabn.models import STABN, ModelSpec, STABNOutput, model_spec
 
 ClipOrDir = Union[Tensor, str, os.PathLike]
 

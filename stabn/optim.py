@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
-SCHEDULES = ("multistep", "cosine")
+from stabn.config.schema import SCHEDULES
 
 
 def make_sgd(

@@ -10,7 +10,7 @@ from stabn.config import load_config
 from stabn.engine.losses import classification_losses
 from stabn.errors import ConfigError
 from stabn.models import build_model
-from stabn.models.stabn import AttentionOptions
+from stabn.models.abn import AttentionOptions
 
 TINY = dict(num_classes=5, frame_length=4, frame_size=32, width=4)
 

@@ -22,14 +22,14 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset
 
 from helpers import REPO, tiny_run
-from stabn.bench.__main__ import main as bench_main
 from stabn.checkpoint import read_checkpoint, read_state_dict
-from stabn.cli import stop_loader_workers
+from stabn.commands.bench import main as bench_main
+from stabn.commands.common import stop_loader_workers
 from stabn.config import load_config
 from stabn.data.synthetic import main as synthetic_main
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
-from stabn.engine.run_eval import eval_job
+from stabn.engine.eval_job import eval_job
 from stabn.engine.trainer import Trainer
 from stabn.errors import ConfigError, DataError, error_message
 from stabn.models import build_model

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from helpers import run_module
-from stabn.bench.__main__ import main
-from stabn.bench.loader import make_frames
+from stabn.commands.bench import main
 from stabn.data import read_label_file
+from stabn.perf.data_speed import make_frames
 
 KEYS = {"clips_per_s", "decode_clips_per_s", "ratio", "mode", "frame_length", "frame_size", "decoder"}
 TINY = "--videos 2 --video-frames 6 --height 40 --width 56 --frame-length 4 --frame-size 32".split()
@@ -16,7 +16,7 @@ TINY += "--batch-size 2 --num-batches 2".split()
 
 
 def bench(*args):
-    return run_module("stabn.bench", args, timeout=120)
+    return run_module("stabn.commands.bench", args, timeout=120)
 
 
 def test_make_frames(tmp_path):

@@ -6,8 +6,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from helpers import run_module
 from stabn import build_model
-from stabn.bench.__main__ import main
-from stabn.bench.train import peak_tflops
+from stabn.commands.bench import main
+from stabn.perf.model_speed import peak_tflops
 
 TINY = "--model abn_resnet18 --width 4 --frame-length 4 --frame-size 32".split()
 TINY += "--batch-size 2 --steps 2 --warmup 1 --device cpu".split()
@@ -34,7 +34,7 @@ KEYS = {
 
 
 def bench(*args):
-    result = run_module("stabn.bench", args, timeout=120)
+    result = run_module("stabn.commands.bench", args, timeout=120)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
 
@@ -127,7 +127,7 @@ def test_sweep():
 
 
 def test_sweep_goes_on_past_a_failing_configuration(monkeypatch, capsys):
-    from stabn.bench import train
+    from stabn.perf import model_speed as train
 
     real = train.benchmark
 
@@ -146,7 +146,7 @@ def test_sweep_goes_on_past_a_failing_configuration(monkeypatch, capsys):
 def test_cost_counts_what_the_attention_options_change():
     """On the meta device: the product fusion halves conv_att_mechanism's input channels, so
     the forward saves exactly that 1x1x1 convolution's FLOPs on layer3's grid."""
-    from stabn.bench.cost import model_cost
+    from stabn.perf.model_cost import model_cost
 
     base = model_cost("abn_resnet18", frame_length=4, frame_size=64, width=4, num_classes=8)
     product = model_cost("abn_resnet18", frame_length=4, frame_size=64, width=4, num_classes=8,

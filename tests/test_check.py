@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from helpers import SYNTHETIC_CONFIG, child_env, file_size_limit, tiny_run
-from stabn.check import main
+from stabn.commands.check import main
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
@@ -151,7 +151,12 @@ def test_resume_and_evaluation_checkpoints(run_check, data, tmp_path, caplog):
 @pytest.mark.slow
 def test_a_real_process_exits_2_with_one_line(data, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "stabn.check", *map(str, training_args(data, tmp_path / "run", "train.epoch=1"))],
+        [
+            sys.executable,
+            "-m",
+            "stabn.commands.check",
+            *map(str, training_args(data, tmp_path / "run", "train.epoch=1")),
+        ],
         env=child_env(),
         capture_output=True,
         text=True,

@@ -30,7 +30,7 @@ from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.evaluate import evaluate
 from stabn.engine.trainer import Trainer
-from stabn.explain.visualize import header_height
+from stabn.interpret.visualize import header_height
 from stabn.models import ModelSpec
 
 NUM_VAL = 5
@@ -269,7 +269,7 @@ def test_eval_under_torchrun_counts_each_video_once(trained_run, tmp_path):
 
 
 def test_exact_fp32_turns_tf32_off_and_back():
-    from stabn.fastpath import exact_fp32
+    from stabn.engine.precision import exact_fp32
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from stabn.data import denormalize, mean_std, normalize_batch
-from stabn.explain.metrics import auc, deletion_insertion, pointing_game, saliency_volume, temporal_hit
-from stabn.explain.visualize import (
+from stabn.interpret.scoring import auc, deletion_insertion, pointing_game, saliency_volume, temporal_hit
+from stabn.interpret.visualize import (
     attention_grid,
     attention_image,
     attention_tiles,

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 import stabn
-from stabn.bench import torch_threads
-from stabn.bench.__main__ import main as bench_main
 from stabn.checkpoint import save_checkpoint
+from stabn.commands.bench import main as bench_main
 from stabn.data import FrameClipDataset
 from stabn.data.synthetic import make_synthetic_dataset
-from stabn.explain import saliency
-from stabn.explain.benchmark import METRICS, Settings, cell, interval
-from stabn.explain.metrics import (
+from stabn.interpret import saliency
+from stabn.interpret.benchmark import METRICS, Settings, cell, interval
+from stabn.interpret.scoring import (
     bootstrap_interval,
     box_energy,
     clip_ground_truth,
@@ -30,6 +29,7 @@ from stabn.explain.metrics import (
     temporal_energy,
     temporal_hit,
 )
+from stabn.perf import torch_threads
 
 T, S = 4, 32
 CLASSES = 8
@@ -371,7 +371,7 @@ def test_without_captum_the_command_says_how_to_install_it(bench_files, capsys, 
 
 
 def test_map_statistics_on_constructed_maps():
-    from stabn.explain.diagnose import map_statistics
+    from stabn.interpret.diagnose import map_statistics
 
     # 2 frames of a 4 x 4 map on a 32 px clip (8 px cells); the target's box covers cell (1, 2).
     spatial = torch.full((2, 4, 4), 0.5)
@@ -392,7 +392,7 @@ def test_map_statistics_on_constructed_maps():
 
 
 def test_explanation_sheet_draws_every_row_at_a_readable_size():
-    from stabn.explain.visualize import explanation_sheet
+    from stabn.interpret.visualize import explanation_sheet
 
     frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
     volume = np.zeros((4, 32, 32), dtype=np.float32)

@@ -4,7 +4,7 @@ import torch
 
 import stabn
 from stabn.checkpoint import save_checkpoint
-from stabn.explain.visualize import attention_grid, header_height
+from stabn.interpret.visualize import attention_grid, header_height
 
 
 @pytest.fixture(scope="module")

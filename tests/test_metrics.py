@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from stabn.metrics import ClassificationMeter, average_views, topk_correct
+from stabn.engine.accuracy import ClassificationMeter, average_views, topk_correct
 
 
 def test_topk_on_constructed_scores():

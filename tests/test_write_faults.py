@@ -36,12 +36,12 @@ from stabn.checkpoint import read_checkpoint, save_checkpoint
 from stabn.config import load_config, save_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
+from stabn.engine.eval_job import eval_job
 from stabn.engine.events import EventsWriter
-from stabn.engine.run_eval import eval_job
 from stabn.engine.trainer import Trainer
 from stabn.errors import REFUSED_EXIT_CODE, OutputPathError, WriteRefused, write_error
-from stabn.explain.visualize import save_gif, save_png
 from stabn.fileio import atomic_write_text
+from stabn.interpret.visualize import save_gif, save_png
 from stabn.models import build_model
 
 HINT = "the files written before are intact: fix that, then go on with --resume latest"

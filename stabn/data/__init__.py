@@ -1,7 +1,8 @@
 """Data: annotations, frame datasets, video files, sampling, transforms, synthetic data and preparation."""
 
-from .annotations import VideoRecord, count_frames, optional_class_names, read_class_names, read_label_file
-from .dataset import (
+from stabn.data.annotations import VideoRecord, count_frames, optional_class_names, read_class_names, read_label_file
+from stabn.data.dataloader import clip_loader, make_dataset
+from stabn.data.dataset import (
     ClipBatch,
     FrameClipDataset,
     SkippedItem,
@@ -10,10 +11,9 @@ from .dataset import (
     read_centre_clip,
     read_eval_clips,
 )
-from .decode import read_jpeg
-from .loader import clip_loader, make_dataset
-from .sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
-from .transforms import (
+from stabn.data.decode import read_jpeg
+from stabn.data.sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
+from stabn.data.transforms import (
     BGR_MEAN,
     BGR_STD,
     JitterConfig,
@@ -29,7 +29,7 @@ from .transforms import (
     random_crop_offset,
     reference_normalize_clip,
 )
-from .video import VideoClips, VideoInfo, probe_video, read_video_clips
+from stabn.data.video import VideoClips, VideoInfo, probe_video, read_video_clips
 
 __all__ = [
     "VideoRecord",

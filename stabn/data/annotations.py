@@ -17,13 +17,12 @@ import logging
 import os
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Union
 
-from ..errors import DataError
+from stabn.config.schema import LABEL_FORMATS
+from stabn.errors import DataError
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-FORMATS = ("ssv2", "generic")
 
 
 class VideoRecord(NamedTuple):
@@ -98,8 +97,8 @@ def read_label_file(
         DataError: naming the file and line of a malformed line, a non-integer, a frame
             count below 1, a class id out of range, or a missing frame folder.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if fmt not in LABEL_FORMATS:
+        raise ValueError(f"fmt must be one of {LABEL_FORMATS}, got {fmt!r}")
     path = os.fspath(path)
     expected = "video_id num_frames class_id" if fmt == "ssv2" else "relative_video_dir class_id"
     try:

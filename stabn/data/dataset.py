@@ -31,11 +31,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
-from ..errors import DataError
-from .annotations import VideoRecord, count_frames, read_label_file
-from .decode import read_jpeg
-from .sampling import FRAME_TEMPLATE, PADDING_MODES, clip_indices, eval_starts, frame_paths, sample_rng, train_start
-from .transforms import FLIP_MODES, crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset
+from stabn.config.schema import FLIP_MODES, PADDING_MODES
+from stabn.data.annotations import VideoRecord, count_frames, read_label_file
+from stabn.data.decode import read_jpeg
+from stabn.data.sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
+from stabn.data.transforms import crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset
+from stabn.errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
 MODES = ("train", "eval")

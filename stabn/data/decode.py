@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
+from stabn.errors import DataError
 
 try:
     from torchvision.io import ImageReadMode

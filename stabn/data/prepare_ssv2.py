@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ..errors import DataError, ReportedError, report_error
-from ..fileio import atomic_write_text, write_image, writing
-from .sampling import FRAME_TEMPLATE
-from .video import import_av, resize_short_side, short_side_size  # noqa: F401  (re-exported)
+from stabn.data.sampling import FRAME_TEMPLATE
+from stabn.data.video import import_av, resize_short_side, short_side_size  # noqa: F401  (re-exported)
+from stabn.errors import DataError, ReportedError, report_error
+from stabn.fileio import atomic_write_text, write_image, writing
 
 PathLike = Union[str, os.PathLike]
 

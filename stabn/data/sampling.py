@@ -11,8 +11,9 @@ from typing import List, Sequence
 
 import numpy as np
 
+from stabn.config.schema import PADDING_MODES
+
 FRAME_TEMPLATE = "%06d.jpg"
-PADDING_MODES = ("first", "last", "loop")
 
 
 def train_start(num_frames: int, frame_length: int, rng: np.random.Generator) -> int:

@@ -42,9 +42,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, ReportedError, report_error
-from ..fileio import atomic_write_text, write_image, writing
-from .sampling import FRAME_TEMPLATE
+from stabn.data.sampling import FRAME_TEMPLATE
+from stabn.errors import DataError, ReportedError, report_error
+from stabn.fileio import atomic_write_text, write_image, writing
 
 CLASS_NAMES: Tuple[str, ...] = (
     "Moving something from left to right",

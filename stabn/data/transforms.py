@@ -37,11 +37,10 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from stabn.config.schema import CHANNEL_ORDERS, FLIP_MODES, JITTER_MODES
+
 BGR_MEAN = (103.53, 116.28, 123.675)
 BGR_STD = (57.375, 57.12, 58.395)
-CHANNEL_ORDERS = ("bgr", "rgb")
-FLIP_MODES = ("horizontal", "vertical", "none")
-JITTER_MODES = ("tpn", "clip")
 _TILE_BYTES = 4 << 20  # the jitter's float tile: small enough to stay in cache, big enough for the matmul
 
 # ImageNet PCA of RGB pixels in [0, 255] (AlexNet lighting noise), as in the original.

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError, StabnError
-from ..fileio import atomic_write
-from .sampling import clip_indices, eval_starts
-from .transforms import center_crop_offset
+from stabn.data.sampling import clip_indices, eval_starts
+from stabn.data.transforms import center_crop_offset
+from stabn.errors import DataError, StabnError
+from stabn.fileio import atomic_write
 
 PathLike = Union[str, "os.PathLike[str]"]
 

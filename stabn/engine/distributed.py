@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..errors import FAILED_EXIT_CODE, ReportedError, error_message
+from stabn.errors import FAILED_EXIT_CODE, ReportedError, error_message
 
 
 @dataclass

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..checkpoint import unwrap_model
-from ..fastpath import autocast, clips_layout
-from ..metrics import ClassificationMeter, average_views
-from ..models import STABN, STABNOutput, model_spec
-from .distributed import DistContext
+from stabn.checkpoint import unwrap_model
+from stabn.engine.accuracy import ClassificationMeter, average_views
+from stabn.engine.distributed import DistContext
+from stabn.engine.precision import autocast, clips_layout
+from stabn.models import STABN, STABNOutput, model_spec
 
 
 @dataclass

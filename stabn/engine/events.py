@@ -20,7 +20,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard.summary import scalar
 
-from ..fileio import writing
+from stabn.fileio import writing
 
 
 class _WholeWrites(io.FileIO):

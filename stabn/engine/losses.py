@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models import STABNOutput
+from stabn.models import STABNOutput
 
 
 def classification_losses(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Dict, Tuple
 
-from .distributed import DistContext, max_over_ranks
+from stabn.engine.distributed import DistContext, max_over_ranks
 
 
 class Preempted(Exception):

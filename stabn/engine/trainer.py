@@ -18,15 +18,16 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import extract_state_dict, load_weights, newest_intact_checkpoint, read_checkpoint, save_checkpoint
-from ..config import Config, config_from_dict, flat_config, save_config
-from ..data import FrameClipDataset, JitterConfig, clip_loader, make_dataset, optional_class_names
-from ..errors import ConfigError, DamagedCheckpoint, DataError, ReportedError, StabnError, WriteRefused, error_message
-from ..fastpath import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
-from ..fileio import atomic_write_text, writing
-from ..models import build_model
-from ..optim import build_scheduler, make_sgd, restart_schedule
-from .distributed import (
+from stabn.checkpoint import (
+    extract_state_dict,
+    load_weights,
+    newest_intact_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from stabn.config import Config, config_from_dict, flat_config, save_config
+from stabn.data import FrameClipDataset, JitterConfig, clip_loader, make_dataset, optional_class_names
+from stabn.engine.distributed import (
     DistContext,
     RelayedError,
     ShardSampler,
@@ -34,10 +35,23 @@ from .distributed import (
     max_over_ranks,
     raise_on_every_rank,
 )
-from .evaluate import EvalResult, evaluate
-from .events import EventsWriter
-from .losses import classification_losses
-from .preemption import Preempted, StopRequest
+from stabn.engine.evaluate import EvalResult, evaluate
+from stabn.engine.events import EventsWriter
+from stabn.engine.losses import classification_losses
+from stabn.engine.precision import amp_dtype, autocast, clips_layout, prepare_model, use_channels_last
+from stabn.engine.preemption import Preempted, StopRequest
+from stabn.errors import (
+    ConfigError,
+    DamagedCheckpoint,
+    DataError,
+    ReportedError,
+    StabnError,
+    WriteRefused,
+    error_message,
+)
+from stabn.fileio import atomic_write_text, writing
+from stabn.models import build_model
+from stabn.optim import build_scheduler, make_sgd, restart_schedule
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +566,7 @@ class Trainer:
 
 def train(cfg: Config, launcher: str) -> Dict[str, Any]:
     """Run a training job; `launcher` is `ddp` (under torchrun) or `dp` (one process)."""
-    from .distributed import cleanup_distributed, setup_distributed
+    from stabn.engine.distributed import cleanup_distributed, setup_distributed
 
     ctx = setup_distributed(launcher, cfg.train.collective_timeout)
     try:

@@ -1,13 +1,13 @@
 """Model zoo: the 3D ResNet baseline, ST-ABN, their specs, the registry, 2D->3D inflation and
 loading from checkpoints."""
 
-from .blocks import to_channels_last_3d
-from .inflate import InflationReport, inflate_2d_weights
-from .pretrained import infer_architecture, load_pretrained, resolve_spec
-from .registry import MODEL_NAMES, MODEL_REGISTRY, build_model, is_stabn, list_models
-from .resnet3d import ResNet3D
-from .spec import DEFAULT_FRAME_LENGTH, DEFAULT_FRAME_SIZE, ModelSpec, model_spec
-from .stabn import STABN, STABNOutput
+from stabn.models.abn import STABN, STABNOutput
+from stabn.models.blocks import to_channels_last_3d
+from stabn.models.inflate import InflationReport, inflate_2d_weights
+from stabn.models.pretrained import infer_architecture, load_pretrained, resolve_spec
+from stabn.models.registry import MODEL_NAMES, MODEL_REGISTRY, build_model, is_stabn, list_models
+from stabn.models.resnet3d import ResNet3D
+from stabn.models.spec import DEFAULT_FRAME_LENGTH, DEFAULT_FRAME_SIZE, ModelSpec, model_spec
 
 __all__ = [
     "MODEL_NAMES",

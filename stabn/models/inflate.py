@@ -21,8 +21,8 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import read_state_dict
-from ..errors import CheckpointError
+from stabn.checkpoint import read_state_dict
+from stabn.errors import CheckpointError
 
 # `pretrained_2d` value that means torchvision's ImageNet weights of the backbone's depth.
 IMAGENET = "imagenet"

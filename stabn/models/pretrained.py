@@ -8,11 +8,11 @@ from typing import Any, Dict, Mapping, Union
 
 from torch import Tensor, nn
 
-from ..checkpoint import extract_state_dict, load_weights, read_checkpoint, stored_spec
-from ..errors import CheckpointError
-from .blocks import DEPTHS, BasicBlock, Bottleneck
-from .registry import build_model
-from .spec import ModelSpec
+from stabn.checkpoint import extract_state_dict, load_weights, read_checkpoint, stored_spec
+from stabn.errors import CheckpointError
+from stabn.models.blocks import DEPTHS, BasicBlock, Bottleneck
+from stabn.models.registry import build_model
+from stabn.models.spec import ModelSpec
 
 PathLike = Union[str, os.PathLike]
 

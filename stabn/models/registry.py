@@ -10,12 +10,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
-from ..errors import CheckpointError
-from .blocks import DEPTHS
-from .inflate import IMAGENET, imagenet_state_dict, imagenet_weights_file, inflate_2d_weights
-from .resnet3d import resnet3d
-from .spec import DEFAULT_FRAME_SIZE, ModelSpec
-from .stabn import AttentionOptions, stabn
+from stabn.config.schema import MODEL_NAMES, AttentionOptions
+from stabn.errors import CheckpointError
+from stabn.models.abn import stabn
+from stabn.models.blocks import DEPTHS
+from stabn.models.inflate import IMAGENET, imagenet_state_dict, imagenet_weights_file, inflate_2d_weights
+from stabn.models.resnet3d import resnet3d
+from stabn.models.spec import DEFAULT_FRAME_SIZE, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ for _name, _builder, _depth in _NAMES:
     MODEL_REGISTRY[_name] = functools.partial(_builder, _depth)
     DEPTH_OF[_name] = _depth
 
-MODEL_NAMES = tuple(MODEL_REGISTRY)
+if tuple(MODEL_REGISTRY) != MODEL_NAMES:  # the schema validates names without importing the zoo
+    raise ImportError("stabn.config.schema.MODEL_NAMES no longer lists the registry's models")
 
 
 def list_models(pattern: Optional[str] = None) -> List[str]:
@@ -64,7 +66,7 @@ def build_model(
     backbone, or with `pretrained_2d_strict=False` fills what it fits. `channel_order` (with the original's
     normalisation in that order), `short_side` (of the frames before cropping) and `class_names`
     describe the model's input and output.
-    `attention` holds ST-ABN's attention options (`stabn.models.stabn.AttentionOptions`, or
+    `attention` holds ST-ABN's attention options (`stabn.models.abn.AttentionOptions`, or
     a dict of its fields); None builds the original's architecture."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .blocks import DEPTHS, Block, check_clip, make_layer
+from stabn.models.blocks import DEPTHS, Block, check_clip, make_layer
 
 
 class ResNet3D(nn.Module):

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import unwrap_model
-from ..data.transforms import JitterConfig, denormalize, mean_std, normalize_batch
-from .stabn import AttentionOptions
+from stabn.checkpoint import unwrap_model
+from stabn.config.schema import AttentionOptions
+from stabn.data.transforms import JitterConfig, denormalize, mean_std, normalize_batch
 
 # Recipe defaults for what a bare state dict cannot tell.
 DEFAULT_FRAME_LENGTH = 32

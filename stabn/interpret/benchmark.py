@@ -34,13 +34,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..checkpoint import unwrap_model
-from ..data import FrameClipDataset
-from ..errors import CheckpointError, DataError
-from ..fileio import atomic_write_text
-from ..models import load_pretrained, model_spec
-from . import saliency
-from .metrics import (
+from stabn.checkpoint import unwrap_model
+from stabn.data import FrameClipDataset
+from stabn.errors import CheckpointError, DataError
+from stabn.fileio import atomic_write_text
+from stabn.interpret import saliency
+from stabn.interpret.scoring import (
     auc,
     bootstrap_interval,
     clip_ground_truth,
@@ -53,6 +52,7 @@ from .metrics import (
     temporal_energy,
     temporal_hit,
 )
+from stabn.models import load_pretrained, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def markdown_table(summary: Dict[str, Any]) -> str:
         lines.append(line + ".")
     stats = summary.get("attention_statistics")
     if stats:
-        lines += ["", "ST-ABN's maps (`stabn.explain.diagnose`): " + ", ".join(
+        lines += ["", "ST-ABN's maps (`stabn.interpret.diagnose`): " + ", ".join(
             f"{key} {value:.3f}" for key, value in stats.items()) + "."]  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -7,8 +7,11 @@ import functools
 import sys
 from typing import Optional, Sequence
 
-from ..errors import ReportedError, report_error
-from . import cost, explain, loader, train
+from stabn.commands import bench_explain as explain
+from stabn.errors import ReportedError, report_error
+from stabn.perf import data_speed as loader
+from stabn.perf import model_cost as cost
+from stabn.perf import model_speed as train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
-"""Typed run configuration: dataclasses filled from YAML, then `dotted.key=value` overrides.
+"""Loading the run configuration: defaults (`stabn.config.schema`), then a YAML file, then
+`dotted.key=value` overrides, validated; and saving the resolved config beside a run.
 
-Every key is declared here with its type and default; an unknown key is an error that
-suggests the closest valid one. The resolved config is saved beside every run.
+An unknown key is an error that suggests the closest valid one, naming the file and line.
 """
 
 from __future__ import annotations
@@ -11,153 +11,14 @@ import difflib
 import json
 import re
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from .data.annotations import FORMATS
-from .data.sampling import PADDING_MODES
-from .data.transforms import CHANNEL_ORDERS, FLIP_MODES, JITTER_MODES
-from .errors import ConfigError
-from .fastpath import AMP_SETTINGS
-from .fileio import atomic_write_text
-from .metrics import VIEW_AVERAGES
-from .models import MODEL_NAMES
-from .models.stabn import ATTENTION_NORMS, FUSIONS, SPATIAL_GATES, TEMPORAL_SOURCES, AttentionOptions
-from .optim import SCHEDULES
-
-
-@dataclass
-class ModelConfig:
-    name: str = "abn_resnet50"
-    num_classes: int = 174
-    width: int = 64
-    dropout: float = 0.5
-    # 2D ImageNet weights inflated into the 3D model: "imagenet" (torchvision's IMAGENET1K_V1
-    # through its weights API and cache, $TORCH_HOME) or a local torchvision ResNet file.
-    pretrained_2d: Optional[str] = None
-    # The 2D file must fill the whole backbone (conv1, bn1, layer1-4): a file of another depth or
-    # width is an error naming its first misfit. false loads the tensors that fit, with a warning.
-    pretrained_2d_strict: bool = True
-    sync_bn: bool = False
-    # ST-ABN's attention (stabn/models/stabn.py); the defaults are the original architecture:
-    # spatial_gate residual: x * (1 + s) | multiply: x * s;
-    # fusion concat: [x * gate(s), x * a] | product: x * gate(s) * a;
-    # norm none | peak: the spatial map divided by its maximum in each frame, the temporal
-    # map by its maximum over the clip; temporal mlp (Linear(T, T) over the frames) | frame (each
-    # frame scored from its own response, the same weights at every position).
-    attention: AttentionOptions = field(default_factory=AttentionOptions)
-
-
-@dataclass
-class DataConfig:
-    frames_root: str = ""
-    train_labels: str = ""
-    val_labels: str = ""
-    class_names: Optional[str] = None  # one name per line, line i = class i
-    ground_truth: Optional[str] = None  # boxes and event windows; default: beside frames_root
-    label_format: str = "ssv2"  # ssv2: "id num_frames label"; generic: "dir label"
-    frame_template: str = "%06d.jpg"
-    frame_length: int = 32
-    frame_size: int = 224
-    channel_order: str = "bgr"  # the original decoded with OpenCV
-    padding: str = "first"  # short videos: first | last | loop
-    jitter: str = "tpn"  # tpn (per frame, as the original) | clip | none
-    # The training flip, p = 0.5: horizontal | vertical | none. The original's code flips axis 1
-    # of its [T, H, W, C] clips, i.e. vertically, under a "horizontal flip" comment.
-    flip: str = "horizontal"
-    num_workers: int = 4
-    skip_corrupt: bool = False
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 150
-    # Per GPU (per process on the CPU) under every launcher: train_dp.py on N GPUs steps
-    # N x batch_size clips, torchrun with N processes too. The start-up log line says the total.
-    batch_size: int = 8
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "multistep"  # multistep | cosine
-    milestones: List[int] = field(default_factory=lambda: [75, 125])
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
-    channels_last: Optional[bool] = None  # None: on for GPU
-    compile: bool = False
-    seed: int = 0
-    resume: Optional[str] = None  # a checkpoint path, or "latest"
-    # With resume "latest": a checkpoint-latest.pt that cannot be read (cut short, damaged) gives
-    # way to the newest checkpoint of the run that reads, with a warning; true stops instead.
-    resume_strict: bool = False
-    save_every: int = 10
-    val_every: int = 1
-    log_every: int = 10
-    # Add spatial_sparsity * mean spatial attention and temporal_sparsity * mean temporal
-    # attention to an ST-ABN's loss: the
-    # maps then keep only what the decision needs.
-    spatial_sparsity: float = 0.0
-    temporal_sparsity: float = 0.0
-    max_iters_per_epoch: int = 0  # 0: the whole epoch; >0 shortens epochs for smoke runs
-    # Seconds a process waits in a collective (gradient all-reduce, validation counts, barriers)
-    # for the others, under torchrun (eval.py too); past it the job ends with one line naming
-    # the step, instead of hanging. Longer than any one step, validation's unevenness included.
-    collective_timeout: float = 1800.0
-
-
-@dataclass
-class EvalConfig:
-    checkpoint: str = "best"  # best | latest | final | a path
-    num_clips: int = 1
-    num_crops: int = 1
-    batch_size: int = 8  # videos per GPU (per process on the CPU)
-    # Precision and layout of eval.py. The defaults, fp32 (no TF32) in NCDHW, reproduce the
-    # original's evaluation; bf16 and channels_last are faster on a GPU.
-    amp: str = "off"  # off | auto | bf16 | fp16
-    channels_last: bool = False
-    save_scores: bool = False  # scores.npz: each video's averaged scores of both branches
-    average: str = "softmax"  # softmax | logits
-    save_attention: bool = False
-    attention_gif: bool = False
-    max_attention_videos: int = 32
-    explain_metrics: bool = False
-    explain_videos: int = 64
-    explain_steps: int = 16
-    output: str = "eval"  # sub-folder of the logdir for results
-
-
-@dataclass
-class Config:
-    logdir: str = "runs/default"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# The choices are the ones the code that uses them accepts.
-_CHOICES = {
-    "data.label_format": FORMATS,
-    "data.channel_order": CHANNEL_ORDERS,
-    "data.padding": PADDING_MODES,
-    "data.jitter": (*JITTER_MODES, "none"),
-    "data.flip": FLIP_MODES,
-    "train.schedule": SCHEDULES,
-    "model.attention.spatial_gate": SPATIAL_GATES,
-    "model.attention.fusion": FUSIONS,
-    "model.attention.norm": ATTENTION_NORMS,
-    "model.attention.temporal": TEMPORAL_SOURCES,
-    "train.amp": AMP_SETTINGS,
-    "eval.amp": AMP_SETTINGS,
-    "eval.average": VIEW_AVERAGES,
-}
+from stabn.config.schema import CHOICES, MODEL_NAMES, Config
+from stabn.errors import ConfigError
+from stabn.fileio import atomic_write_text
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -312,7 +173,7 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
 
 
 def validate(cfg: Config) -> None:
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")

@@ -31,14 +31,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .cli import run_cli
-from .data import count_frames
-from .data.video import VIDEO_SUFFIXES, looks_like_video, resized_size, write_mp4
-from .errors import DataError, StabnError
-from .explain.visualize import ANIMATION_FPS, save_gif, save_png
-from .fileio import atomic_write_text, writing
-from .inference import Explanation, Prediction, explain, has_attention_branch, predict
-from .models import ModelSpec, load_pretrained
+from stabn.commands.common import run_cli
+from stabn.data import count_frames
+from stabn.data.video import VIDEO_SUFFIXES, looks_like_video, resized_size, write_mp4
+from stabn.errors import DataError, StabnError
+from stabn.fileio import atomic_write_text, writing
+from stabn.inference import Explanation, Prediction, explain, has_attention_branch, predict
+from stabn.interpret.visualize import ANIMATION_FPS, save_gif, save_png
+from stabn.models import ModelSpec, load_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:

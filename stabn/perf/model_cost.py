@@ -14,10 +14,10 @@ from typing import Dict
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.losses import classification_losses
-from ..errors import ConfigError
-from ..models import MODEL_NAMES, build_model
-from .train import attention_options
+from stabn.engine.losses import classification_losses
+from stabn.errors import ConfigError
+from stabn.models import MODEL_NAMES, build_model
+from stabn.perf.model_speed import attention_options
 
 
 def model_cost(name: str, frame_length: int, frame_size: int, width: int = 64, num_classes: int = 174,

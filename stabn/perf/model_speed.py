@@ -24,12 +24,20 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.losses import classification_losses
-from ..errors import ConfigError
-from ..fastpath import AMP_DTYPES, amp_dtype, amp_name, autocast, clips_layout, prepare_model, use_channels_last
-from ..models import MODEL_NAMES, build_model
-from ..optim import make_sgd
-from . import torch_threads
+from stabn.engine.losses import classification_losses
+from stabn.engine.precision import (
+    AMP_DTYPES,
+    amp_dtype,
+    amp_name,
+    autocast,
+    clips_layout,
+    prepare_model,
+    use_channels_last,
+)
+from stabn.errors import ConfigError
+from stabn.models import MODEL_NAMES, build_model
+from stabn.optim import make_sgd
+from stabn.perf import torch_threads
 
 # Dense peak TFLOP/s as (bf16/fp16, tf32) by device name; the first matching entry wins.
 # Full-precision runs count against tf32: cuDNN convolutions use TF32 by default.

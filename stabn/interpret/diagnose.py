@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import FrameClipDataset
-from ..models import model_spec
-from .metrics import Box, clip_ground_truth, scored_frames
+from stabn.data import FrameClipDataset
+from stabn.interpret.scoring import Box, clip_ground_truth, scored_frames
+from stabn.models import model_spec
 
 SATURATED = 0.01  # a map value this close to 0 or 1 has a vanishing sigmoid gradient
 

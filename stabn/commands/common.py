@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
-from .config import Config, load_config
-from .errors import ConfigError, ReportedError, report_error
+from stabn.config import Config, load_config
+from stabn.errors import ConfigError, ReportedError, report_error
 
 
 def stop_loader_workers(error: BaseException) -> int:
@@ -116,7 +116,7 @@ def train_main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
 
     def main() -> None:
         setup_logging()
-        from .engine.trainer import train
+        from stabn.engine.trainer import train
 
         train(parse_train_args(argv), launcher)
 
@@ -145,7 +145,7 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> None:
 
     def main() -> None:
         setup_logging()
-        from .engine.run_eval import eval_job
+        from stabn.engine.eval_job import eval_job
 
         eval_job(args.logdir, args.checkpoint, args.overrides)
 

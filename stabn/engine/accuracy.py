@@ -7,8 +7,9 @@ from typing import Dict, Sequence
 import torch
 from torch import Tensor
 
+from stabn.config.schema import VIEW_AVERAGES
+
 # How the scores of a video's views are combined (`average_views`).
-VIEW_AVERAGES = ("softmax", "logits")
 
 
 def average_views(scores: Tensor, num_views: int, mode: str = "softmax") -> Tensor:

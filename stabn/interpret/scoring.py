@@ -13,7 +13,7 @@ and the temporal hit.
 - Temporal energy: the share of a temporal profile's mass inside the event window.
 
 `bootstrap_interval` gives a percentile interval of any of them over videos; the explanation
-benchmark (`stabn.explain.benchmark`) reports every figure with one.
+benchmark (`stabn.interpret.benchmark`) reports every figure with one.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..checkpoint import unwrap_model
-from ..data import FrameClipDataset, center_crop_offset
-from ..models import STABN, STABNOutput, model_spec
+from stabn.checkpoint import unwrap_model
+from stabn.data import FrameClipDataset, center_crop_offset
+from stabn.models import STABN, STABNOutput, model_spec
 
 log = logging.getLogger(__name__)
 

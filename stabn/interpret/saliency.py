@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import unwrap_model
-from ..errors import ConfigError, StabnError
-from ..models import STABNOutput
-from .metrics import saliency_volume
+from stabn.checkpoint import unwrap_model
+from stabn.errors import ConfigError, StabnError
+from stabn.interpret.scoring import saliency_volume
+from stabn.models import STABNOutput
 
 Explanation = Tuple[Tensor, Optional[Tensor]]  # (V [T, S, S], p [T] or None)
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .dataset import FrameClipDataset, collate_clips
+from stabn.data.dataset import FrameClipDataset, collate_clips
 
 
 def make_dataset(

@@ -22,12 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-from .checkpoint import extract_state_dict, load_weights
-from .cli import eval_parser, parse_train_args, run_cli, setup_logging
-from .config import Config
-from .data import FrameClipDataset, frame_paths, read_jpeg
-from .data.annotations import first_missing_folder
-from .errors import DataError, write_error
+from stabn.checkpoint import extract_state_dict, load_weights
+from stabn.commands.common import eval_parser, parse_train_args, run_cli, setup_logging
+from stabn.config import Config
+from stabn.data import FrameClipDataset, frame_paths, read_jpeg
+from stabn.data.annotations import first_missing_folder
+from stabn.errors import DataError, write_error
 
 PROG = "python -m stabn.check"
 # Videos of each list whose first frame is decoded: enough to catch frames of another name,
@@ -72,7 +72,7 @@ def check_writable(folder: Path) -> None:
 
 def check_training(cfg: Config) -> str:
     """What `train_dp.py` / `train_ddp.py` would read and write; one line saying what was checked."""
-    from .engine.trainer import read_resume_checkpoint, training_model, training_sets
+    from stabn.engine.trainer import read_resume_checkpoint, training_model, training_sets
 
     train_set, val_set = training_sets(cfg)
     smallest = min((check_videos(split) for split in (train_set, val_set) if len(split)), key=min)
@@ -95,7 +95,7 @@ def check_training(cfg: Config) -> str:
 
 def check_evaluation(logdir: str, checkpoint: Optional[str], overrides: Sequence[str]) -> str:
     """What `eval.py` would read and write; one line saying what was checked."""
-    from .engine.run_eval import eval_model_and_data, resolve_eval_config
+    from stabn.engine.eval_job import eval_model_and_data, resolve_eval_config
 
     cfg, path, explicit = resolve_eval_config(logdir, checkpoint, overrides)
     model, dataset = eval_model_and_data(cfg, path, explicit)

@@ -17,16 +17,11 @@ import torch
 import yaml
 from PIL import Image
 
-from ..checkpoint import read_checkpoint
-from ..config import Config, layered_config, parse_overrides, read_yaml
-from ..data import clip_loader, make_dataset, optional_class_names
-from ..errors import ConfigError, DataError, ReportedError
-from ..explain.visualize import jet, save_attention
-from ..fastpath import amp_dtype, exact_fp32, prepare_model
-from ..fileio import atomic_write, atomic_write_text, writing
-from ..metrics import average_views
-from ..models import ModelSpec, STABNOutput, load_pretrained
-from .distributed import (
+from stabn.checkpoint import read_checkpoint
+from stabn.config import Config, layered_config, parse_overrides, read_yaml
+from stabn.data import clip_loader, make_dataset, optional_class_names
+from stabn.engine.accuracy import average_views
+from stabn.engine.distributed import (
     DistContext,
     ShardSampler,
     cleanup_distributed,
@@ -34,7 +29,12 @@ from .distributed import (
     raise_on_every_rank,
     setup_distributed,
 )
-from .evaluate import EvalResult, evaluate
+from stabn.engine.evaluate import EvalResult, evaluate
+from stabn.engine.precision import amp_dtype, exact_fp32, prepare_model
+from stabn.errors import ConfigError, DataError, ReportedError
+from stabn.fileio import atomic_write, atomic_write_text, writing
+from stabn.interpret.visualize import jet, save_attention
+from stabn.models import ModelSpec, STABNOutput, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         "channels_last": cfg.eval.channels_last,
     }
     if cfg.eval.explain_metrics:
-        from ..explain.metrics import explanation_metrics
+        from stabn.interpret.scoring import explanation_metrics
 
         ctx.step = "explanation metrics"
         extra["explanation"] = explanation_metrics(model, cfg, dataset, ctx)

@@ -12,10 +12,9 @@ from typing import ContextManager, Dict, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-from .models import to_channels_last_3d
+from stabn.models import to_channels_last_3d
 
 AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
-AMP_SETTINGS = ("auto", *AMP_DTYPES)
 
 
 def amp_dtype(setting: str, device: torch.device) -> Optional[torch.dtype]:

@@ -7,59 +7,13 @@ unchanged and give the same outputs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .blocks import DEPTHS, Block, check_clip, make_layer
-
-# How the spatial map s weights layer3's features x: the original's x * (1 + s) keeps every
-# feature and at most doubles some; "multiply", x * s, passes only what the map keeps.
-SPATIAL_GATES = ("residual", "multiply")
-# How the spatially and the temporally weighted features meet: the original concatenates
-# x * gate(s) and x * a on channels; "product" weights x once by gate(s) * a, so the
-# perception branch sees nothing that either map removes.
-FUSIONS = ("concat", "product")
-# How the maps are scaled: the original leaves the sigmoids as they are; "peak" divides the
-# spatial map by its maximum in each frame and the temporal map by its maximum over the clip.
-# The features pass a BatchNorm after the gate, which undoes any uniform scaling of a map, so
-# only a map whose peak is fixed at 1 can be made smaller (by `train.spatial_sparsity`) by
-# covering less of the clip rather than by shrinking all over.
-ATTENTION_NORMS = ("none", "peak")
-# Where the temporal map comes from: the original's "mlp" mixes the frames' pooled responses
-# through Linear(T, T) layers, which can (and in practice do) learn a fixed profile over
-# frame positions whatever the clip; "frame" scores each frame from its own pooled response
-# (a temporal kernel of 3, the same weights at every position), so the map follows the clip;
-# "class" scores each frame by the attention branch's strongest class response in it (the
-# per-frame scores its classifier reads), so the frames that carry the decision stand out.
-TEMPORAL_SOURCES = ("mlp", "frame", "class")
-
-
-@dataclass
-class AttentionOptions:
-    """How ST-ABN's attention maps weight the features; the defaults are the original's."""
-
-    spatial_gate: str = "residual"  # one of SPATIAL_GATES
-    fusion: str = "concat"  # one of FUSIONS
-    norm: str = "none"  # one of ATTENTION_NORMS
-    temporal: str = "mlp"  # one of TEMPORAL_SOURCES
-
-    def __post_init__(self) -> None:
-        choices = {
-            "spatial_gate": SPATIAL_GATES,
-            "fusion": FUSIONS,
-            "norm": ATTENTION_NORMS,
-            "temporal": TEMPORAL_SOURCES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"attention {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-
-    @property
-    def original(self) -> bool:
-        return self == AttentionOptions()
+from stabn.config.schema import AttentionOptions
+from stabn.models.blocks import DEPTHS, Block, check_clip, make_layer
 
 
 class STABNOutput(NamedTuple):

@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..data.dataset import FrameClipDataset, collate_clips
-from ..data.decode import BACKENDS, DEFAULT_BACKEND, read_jpeg
-from ..data.sampling import FRAME_TEMPLATE
-from ..data.transforms import CHANNEL_ORDERS, JITTER_MODES, JitterConfig, mean_std, normalize_batch
-from ..errors import ConfigError, DataError
-from . import torch_threads
+from stabn.config.schema import CHANNEL_ORDERS, JITTER_MODES
+from stabn.data.dataset import FrameClipDataset, collate_clips
+from stabn.data.decode import BACKENDS, DEFAULT_BACKEND, read_jpeg
+from stabn.data.sampling import FRAME_TEMPLATE
+from stabn.data.transforms import JitterConfig, mean_std, normalize_batch
+from stabn.errors import ConfigError, DataError
+from stabn.perf import torch_threads
 
 PathLike = Union[str, "os.PathLike[str]"]
 

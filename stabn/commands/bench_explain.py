@@ -16,12 +16,12 @@ from typing import Tuple
 
 import torch
 
-from ..errors import ConfigError
-from ..explain.benchmark import Settings, load_baseline, load_stabn, open_split, run_benchmark, write_reports
-from ..explain.diagnose import attention_statistics
-from ..explain.saliency import require_captum
-from ..explain.visualize import explanation_sheet
-from . import torch_threads
+from stabn.errors import ConfigError
+from stabn.interpret.benchmark import Settings, load_baseline, load_stabn, open_split, run_benchmark, write_reports
+from stabn.interpret.diagnose import attention_statistics
+from stabn.interpret.saliency import require_captum
+from stabn.interpret.visualize import explanation_sheet
+from stabn.perf import torch_threads
 
 _DEFAULTS = Settings()
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from ..fileio import write_image
+from stabn.fileio import write_image
 
 BAR_HEIGHT = 20
 FRAMES_PER_ROW = 8
