@@ -3,7 +3,7 @@
 python eval.py --logdir runs/quickstart eval.num_clips=2 eval.num_crops=3 eval.save_attention=true
 """
 
-from stabn.commands.common import eval_main
+from stabn.commands.eval import main as eval_main
 
 if __name__ == "__main__":
     eval_main()

@@ -3,7 +3,7 @@
 torchrun --nproc_per_node=8 train_ddp.py --config configs/ssv2/abn_resnet50.yaml [key=value ...]
 """
 
-from stabn.commands.common import train_main
+from stabn.commands.train import main as train_main
 
 if __name__ == "__main__":
     train_main("ddp")

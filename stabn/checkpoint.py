@@ -13,22 +13,19 @@ file is `stabn.models.load_pretrained`'s work.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from stabn.errors import CheckpointError, DamagedCheckpoint
+from stabn.errors import CheckpointError, DamagedCheckpoint, PathLike
 from stabn.fileio import atomic_write
 from stabn.version import __version__
-
-PathLike = Union[str, os.PathLike]
 
 # Wrappers whose prefixes end up in saved keys: DataParallel / DDP, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")

@@ -71,6 +71,7 @@ class OutputPathError(StabnError):
 # The errno values of a write that say the path given is wrong, not that the machine refused.
 _PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP})
 
+# A file or folder path as the package takes one: a string or a path object.
 PathLike = Union[str, "os.PathLike[str]"]
 
 

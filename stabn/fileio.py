@@ -8,11 +8,9 @@ import io
 import os
 import secrets
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Tuple, Union
+from typing import Any, BinaryIO, Callable, Iterator, Tuple
 
-from stabn.errors import ReportedError, os_cause, write_error
-
-PathLike = Union[str, os.PathLike]
+from stabn.errors import PathLike, ReportedError, os_cause, write_error
 
 
 @contextlib.contextmanager

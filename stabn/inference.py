@@ -21,12 +21,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from stabn.checkpoint import unwrap_model
 from stabn.data import count_frames, frame_paths, read_eval_clips
 from stabn.data.video import VideoInfo, looks_like_video, read_video_clips
 from stabn.engine.accuracy import average_views
 from stabn.interpret.visualize import animation_frames, attention_sheet, attention_tiles, upsample_spatial
-from stabn.models import STABN, ModelSpec, STABNOutput, model_spec
+from stabn.models import ModelSpec, STABNOutput, model_spec
 
 ClipOrDir = Union[Tensor, str, os.PathLike]
 
@@ -94,11 +93,6 @@ class _Clips(NamedTuple):
     frames: Optional[Tensor]  # uint8 RGB [K, 3, T, S, S] as read; None for a tensor
     indices: Optional[List[List[int]]]
     video: Optional[VideoInfo]
-
-
-def has_attention_branch(model: nn.Module) -> bool:
-    """Whether `model` is an ST-ABN, whose attention `explain` can draw."""
-    return isinstance(unwrap_model(model), STABN)
 
 
 def _read(model: nn.Module, clip_or_dir: ClipOrDir, num_clips: int) -> _Clips:

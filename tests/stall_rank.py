@@ -5,7 +5,7 @@ in validation's collective for a rank that never comes, as after a mismatch of c
 import sys
 import time
 
-from stabn.commands.common import train_main
+from stabn.commands.train import main as train_main
 from stabn.engine.trainer import Trainer
 
 _validate = Trainer.validate

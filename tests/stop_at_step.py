@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from stabn.commands.common import train_main
+from stabn.commands.train import main as train_main
 from stabn.engine.preemption import StopRequest
 
 STEP = int(sys.argv[1])

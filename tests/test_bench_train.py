@@ -127,7 +127,7 @@ def test_sweep():
 
 
 def test_sweep_goes_on_past_a_failing_configuration(monkeypatch, capsys):
-    from stabn.perf import model_speed as train
+    from stabn.commands import bench_speed as train
 
     real = train.benchmark
 

@@ -7,41 +7,38 @@ import functools
 import sys
 from typing import Optional, Sequence
 
-from stabn.commands import bench_explain as explain
+from stabn.commands import bench_cost, bench_explain, bench_loader, bench_speed
 from stabn.errors import ReportedError, report_error
-from stabn.perf import data_speed as loader
-from stabn.perf import model_cost as cost
-from stabn.perf import model_speed as train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stabn.bench", description=__doc__)
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     loader_parser = subparsers.add_parser(
-        "loader", help="data path throughput against decoding alone", description=loader.__doc__
+        "loader", help="data path throughput against decoding alone", description=bench_loader.__doc__
     )
-    loader.add_arguments(loader_parser)
-    loader_parser.set_defaults(run=loader.main)
+    bench_loader.add_arguments(loader_parser)
+    loader_parser.set_defaults(run=bench_loader.main)
     for mode, summary in (
         ("train", "training-step throughput, peak memory and MFU of a model"),
         ("infer", "inference throughput, peak memory and MFU of a model"),
     ):
-        mode_parser = subparsers.add_parser(mode, help=summary, description=train.__doc__)
-        train.add_arguments(mode_parser)
-        mode_parser.set_defaults(run=functools.partial(train.main, mode=mode))
+        mode_parser = subparsers.add_parser(mode, help=summary, description=bench_speed.__doc__)
+        bench_speed.add_arguments(mode_parser)
+        mode_parser.set_defaults(run=functools.partial(bench_speed.main, mode=mode))
     explain_parser = subparsers.add_parser(
         "explain",
         help="where and when explainers locate the target, on the synthetic data",
-        description=explain.__doc__,
+        description=bench_explain.__doc__,
     )
-    explain.add_arguments(explain_parser)
-    explain_parser.set_defaults(run=explain.main)
+    bench_explain.add_arguments(explain_parser)
+    explain_parser.set_defaults(run=bench_explain.main)
     cost_parser = subparsers.add_parser(
         "cost", help="parameters, forward FLOPs and activation memory of a model, on the meta device",
-        description=cost.__doc__,
+        description=bench_cost.__doc__,
     )  # fmt: skip
-    cost.add_arguments(cost_parser)
-    cost_parser.set_defaults(run=cost.main)
+    bench_cost.add_arguments(cost_parser)
+    cost_parser.set_defaults(run=bench_cost.main)
     return parser
 
 

@@ -111,18 +111,6 @@ def parse_train_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] =
     return load_config(args.config, overrides)
 
 
-def train_main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point of `train_dp.py` (launcher `dp`) and `train_ddp.py` (launcher `ddp`)."""
-
-    def main() -> None:
-        setup_logging()
-        from stabn.engine.trainer import train
-
-        train(parse_train_args(argv), launcher)
-
-    run_cli(main)
-
-
 def eval_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """`eval.py`'s arguments."""
     parser = argparse.ArgumentParser(
@@ -137,16 +125,3 @@ def eval_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. eval.num_clips=2 eval.num_crops=3"
     )
     return parser
-
-
-def eval_main(argv: Optional[Sequence[str]] = None) -> None:
-    """Entry point of `eval.py` (one process, or every rank under torchrun)."""
-    args = eval_parser().parse_intermixed_args(argv)
-
-    def main() -> None:
-        setup_logging()
-        from stabn.engine.eval_job import eval_job
-
-        eval_job(args.logdir, args.checkpoint, args.overrides)
-
-    run_cli(main)

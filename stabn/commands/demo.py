@@ -36,9 +36,9 @@ from stabn.data import count_frames
 from stabn.data.video import VIDEO_SUFFIXES, looks_like_video, resized_size, write_mp4
 from stabn.errors import DataError, StabnError
 from stabn.fileio import atomic_write_text, writing
-from stabn.inference import Explanation, Prediction, explain, has_attention_branch, predict
+from stabn.inference import Explanation, Prediction, explain, predict
 from stabn.interpret.visualize import ANIMATION_FPS, save_gif, save_png
-from stabn.models import ModelSpec, load_pretrained
+from stabn.models import ModelSpec, is_stabn, load_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     spec = model.spec
     loaded = time.perf_counter()
     e: Optional[Explanation] = None
-    if has_attention_branch(model):
+    if is_stabn(model):
         e = explain(model, video, args.topk, num_clips=args.num_clips)
         pred = e.prediction
     else:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from stabn.config.schema import CHOICES, MODEL_NAMES, Config
+from stabn.config.schema import CHOICES, MODEL_NAMES, STABN_NAMES, Config
 from stabn.errors import ConfigError
 from stabn.fileio import atomic_write_text
 
@@ -203,15 +203,17 @@ def validate(cfg: Config) -> None:
         if getattr(cfg.train, key) < 0:
             raise ConfigError(f"'train.{key}' must be at least 0, got {getattr(cfg.train, key)!r}")
     sparsity = cfg.train.spatial_sparsity or cfg.train.temporal_sparsity
-    if (not cfg.model.attention.original or sparsity) and not cfg.model.name.startswith("abn_"):
+    if (not cfg.model.attention.original or sparsity) and cfg.model.name not in STABN_NAMES:
         raise ConfigError(f"'model.name' {cfg.model.name!r} has no attention branch: model.attention and "
                           "train.spatial_sparsity / temporal_sparsity are ST-ABN options")  # fmt: skip
     if cfg.train.lr <= 0:
         raise ConfigError(f"'train.lr' must be positive, got {cfg.train.lr!r}")
     if cfg.train.nesterov and cfg.train.momentum <= 0:
         raise ConfigError(f"'train.nesterov' needs a positive 'train.momentum', got {cfg.train.momentum!r}")
-    if cfg.train.collective_timeout <= 0:
-        raise ConfigError(f"'train.collective_timeout' must be positive, got {cfg.train.collective_timeout!r}")
+    for section in (cfg.train, cfg.eval):
+        if section.collective_timeout <= 0:
+            key = f"{'train' if section is cfg.train else 'eval'}.collective_timeout"
+            raise ConfigError(f"'{key}' must be positive, got {section.collective_timeout!r}")
     if cfg.model.name not in MODEL_NAMES:
         close = difflib.get_close_matches(cfg.model.name, MODEL_NAMES, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -17,6 +17,8 @@ MODEL_DEPTHS = (18, 34, 50, 101, 152)
 MODEL_NAMES = tuple(name for d in MODEL_DEPTHS for name in (f"resnet{d}", f"abn_resnet{d}")) + tuple(
     f"abn_resnet{d}_v2" for d in MODEL_DEPTHS
 )
+# The models with an attention branch, whose forward returns `STABNOutput`.
+STABN_NAMES = tuple(name for name in MODEL_NAMES if name.startswith("abn_"))
 # ssv2: "id num_frames label" lines; generic: "dir label".
 LABEL_FORMATS = ("ssv2", "generic")
 # Short videos: repeat the first frame, the last, or loop.
@@ -174,6 +176,10 @@ class EvalConfig:
     explain_videos: int = 64
     explain_steps: int = 16
     output: str = "eval"  # sub-folder of the logdir for results
+    # Seeds the loader's workers and the random voxel order the explanation metrics compare with.
+    seed: int = 0
+    # As train.collective_timeout, for eval.py's collectives under torchrun.
+    collective_timeout: float = 1800.0
 
 
 @dataclass

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set
 
 from stabn.config.schema import LABEL_FORMATS
-from stabn.errors import DataError
+from stabn.errors import DataError, PathLike
 
 log = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class VideoRecord(NamedTuple):

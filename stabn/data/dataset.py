@@ -36,9 +36,8 @@ from stabn.data.annotations import VideoRecord, count_frames, read_label_file
 from stabn.data.decode import read_jpeg
 from stabn.data.sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
 from stabn.data.transforms import crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset
-from stabn.errors import DataError
+from stabn.errors import DataError, PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 MODES = ("train", "eval")
 Item = Tuple[torch.Tensor, int, int]  # (uint8 clip or views, label, dataset index)
 

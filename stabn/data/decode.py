@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
-from stabn.errors import DataError
+from stabn.errors import DataError, PathLike
 
 try:
     from torchvision.io import ImageReadMode
@@ -24,7 +24,6 @@ try:
 except ImportError:
     _tv_decode_jpeg = None
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 BACKENDS = ("torchvision", "pillow")
 DEFAULT_BACKEND = "torchvision" if _tv_decode_jpeg is not None else "pillow"

@@ -36,14 +36,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from stabn.data.sampling import FRAME_TEMPLATE
 from stabn.data.video import import_av, resize_short_side, short_side_size  # noqa: F401  (re-exported)
-from stabn.errors import DataError, ReportedError, report_error
+from stabn.errors import DataError, PathLike, ReportedError, report_error
 from stabn.fileio import atomic_write_text, write_image, writing
-
-PathLike = Union[str, os.PathLike]
 
 LABELS_FILE = "something-something-v2-labels.json"
 SPLIT_FILES = {

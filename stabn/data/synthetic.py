@@ -37,13 +37,13 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from stabn.data.sampling import FRAME_TEMPLATE
-from stabn.errors import DataError, ReportedError, report_error
+from stabn.errors import DataError, PathLike, ReportedError, report_error
 from stabn.fileio import atomic_write_text, write_image, writing
 
 CLASS_NAMES: Tuple[str, ...] = (
@@ -64,7 +64,6 @@ MIN_FRAMES = 4
 JPEG_QUALITY = 90
 INDEX_FILES = ("train.txt", "val.txt", "classes.txt", "ground_truth.json")
 
-PathLike = Union[str, "os.PathLike[str]"]
 Box = Optional[List[float]]
 
 

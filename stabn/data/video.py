@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,10 +40,8 @@ from PIL import Image
 
 from stabn.data.sampling import clip_indices, eval_starts
 from stabn.data.transforms import center_crop_offset
-from stabn.errors import DataError, StabnError
+from stabn.errors import DataError, PathLike, StabnError
 from stabn.fileio import atomic_write
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 VIDEO_HINT = "PyAV is needed to read video files: pip install -e .[video]"
 # Names that are taken for video files even when missing (to say "video ... not found").

@@ -145,10 +145,10 @@ _PEERS_GONE = ("connection closed by peer", "connection reset by peer", "broken 
 
 
 @contextlib.contextmanager
-def collective_errors_named(ctx: DistContext, timeout: float) -> Iterator[None]:
+def collective_errors_named(ctx: DistContext, timeout: float, key: str = "train.collective_timeout") -> Iterator[None]:
     """A collective inside the block that waited `timeout` seconds in vain, or whose peers are
-    gone, ends as a `CollectiveError` naming `ctx.step` (one line, exit code 1) instead of a
-    traceback out of Gloo or NCCL."""
+    gone, ends as a `CollectiveError` naming `ctx.step` and the config `key` that set the
+    timeout (one line, exit code 1) instead of a traceback out of Gloo or NCCL."""
     try:
         yield
     except RuntimeError as e:
@@ -158,7 +158,7 @@ def collective_errors_named(ctx: DistContext, timeout: float) -> Iterator[None]:
         if any(words in text for words in _TIMED_OUT):
             raise CollectiveError(
                 f"rank {ctx.rank} waited {timeout:g} s for the other processes at {ctx.step} "
-                "(train.collective_timeout): they took another path or stopped answering"
+                f"({key}): they took another path or stopped answering"
             ) from None
         if any(words in text for words in _PEERS_GONE):
             raise CollectiveError(

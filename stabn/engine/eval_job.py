@@ -218,7 +218,7 @@ def eval_model_and_data(cfg: Config, checkpoint: Path, explicit: Mapping[str, An
         cfg.data.val_labels,
         "eval",
         num_classes=spec.num_classes,
-        seed=cfg.train.seed,
+        seed=cfg.eval.seed,
         num_clips=cfg.eval.num_clips,
         num_crops=cfg.eval.num_crops,
     )
@@ -237,7 +237,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
         cfg.eval.batch_size,
         num_workers=cfg.data.num_workers,
         device=ctx.device,
-        seed=cfg.train.seed,
+        seed=cfg.eval.seed,
     )
     # eval's own precision and layout, not training's: fp32 NCDHW unless asked.
     precision = amp_dtype(cfg.eval.amp, ctx.device)
@@ -296,9 +296,9 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
 def eval_job(logdir: str, checkpoint: Optional[str], overrides: Sequence[str]) -> Dict[str, Any]:
     """`eval.py`'s work: one process, or one rank under torchrun."""
     cfg, path, explicit = resolve_eval_config(logdir, checkpoint, overrides)
-    ctx = setup_distributed("ddp", cfg.train.collective_timeout)
+    ctx = setup_distributed("ddp", cfg.eval.collective_timeout)
     try:
-        with collective_errors_named(ctx, cfg.train.collective_timeout):
+        with collective_errors_named(ctx, cfg.eval.collective_timeout, "eval.collective_timeout"):
             return run_eval(cfg, path, explicit, ctx)
     finally:
         cleanup_distributed()

@@ -14,11 +14,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from stabn.checkpoint import unwrap_model
 from stabn.engine.accuracy import ClassificationMeter, average_views
 from stabn.engine.distributed import DistContext
 from stabn.engine.precision import autocast, clips_layout
-from stabn.models import STABN, STABNOutput, model_spec
+from stabn.models import STABNOutput, is_stabn, model_spec
 
 
 @dataclass
@@ -69,7 +68,7 @@ def evaluate(
     spec = model_spec(model)
     per = ClassificationMeter(spec.num_classes)
     # Decided up front, not from the outputs: a rank with no videos must still all-reduce.
-    att = ClassificationMeter(spec.num_classes) if isinstance(unwrap_model(model), STABN) else None
+    att = ClassificationMeter(spec.num_classes) if is_stabn(model) else None
     views_per_video = 0
     kept: Dict[str, List[Tensor]] = {"index": [], "per": [], "att": []}
     bar = tqdm(loader, desc="eval", leave=False, disable=(not (progress and ctx.is_main)) or None)

@@ -27,16 +27,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from stabn.checkpoint import unwrap_model
 from stabn.data import FrameClipDataset
-from stabn.errors import CheckpointError, DataError
+from stabn.errors import CheckpointError, DataError, PathLike
 from stabn.fileio import atomic_write_text
 from stabn.interpret import saliency
 from stabn.interpret.scoring import (
@@ -52,11 +51,10 @@ from stabn.interpret.scoring import (
     temporal_energy,
     temporal_hit,
 )
-from stabn.models import load_pretrained, model_spec
+from stabn.models import is_stabn, load_pretrained, model_spec
 
 log = logging.getLogger(__name__)
 
-PathLike = Union[str, "Path"]
 
 # Metric keys in table order, with their column headings; ↑ / ↓: which way is better.
 METRICS: Tuple[Tuple[str, str], ...] = (
@@ -157,7 +155,7 @@ def load_stabn(path: PathLike, device: torch.device) -> nn.Module:
     """The ST-ABN of checkpoint `path` on `device`, eval mode; CheckpointError if the file holds
     another model (one without an attention branch, `conv_att_common`)."""
     model = load_pretrained(path)
-    if not hasattr(unwrap_model(model), "conv_att_common"):
+    if not is_stabn(model):
         raise CheckpointError(
             f"{path}: not an ST-ABN checkpoint (it holds {model_spec(model).name}); "
             "a 3D ResNet goes to --baseline-checkpoint"

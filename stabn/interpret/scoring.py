@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from stabn.checkpoint import unwrap_model
 from stabn.data import FrameClipDataset, center_crop_offset
-from stabn.models import STABN, STABNOutput, model_spec
+from stabn.models import STABNOutput, is_stabn, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +217,7 @@ def explanation_metrics(model, cfg, dataset, ctx) -> Dict[str, Any]:
 
     # Decided before the loop, the same on every rank: a rank leaving it early would leave
     # the others waiting in the all-reduce.
-    if not isinstance(unwrap_model(model), STABN):
+    if not is_stabn(model):
         return {}
     truth = _ground_truth(cfg)
     spec = model_spec(model)

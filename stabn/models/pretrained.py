@@ -3,18 +3,15 @@ weights, the model built and the weights loaded."""
 
 from __future__ import annotations
 
-import os
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 from torch import Tensor, nn
 
 from stabn.checkpoint import extract_state_dict, load_weights, read_checkpoint, stored_spec
-from stabn.errors import CheckpointError
+from stabn.errors import CheckpointError, PathLike
 from stabn.models.blocks import DEPTHS, BasicBlock, Bottleneck
 from stabn.models.registry import build_model
 from stabn.models.spec import ModelSpec
-
-PathLike = Union[str, os.PathLike]
 
 # What `load_pretrained` lets a caller say; `model` is the spec's `name`.
 _OVERRIDABLE = ("model", "num_classes", "frame_length", "frame_size", "width", "dropout")

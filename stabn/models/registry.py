@@ -10,9 +10,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
-from stabn.config.schema import MODEL_NAMES, AttentionOptions
+from stabn.checkpoint import unwrap_model
+from stabn.config.schema import MODEL_NAMES, STABN_NAMES, AttentionOptions
 from stabn.errors import CheckpointError
-from stabn.models.abn import stabn
+from stabn.models.abn import STABN, stabn
 from stabn.models.blocks import DEPTHS
 from stabn.models.inflate import IMAGENET, imagenet_state_dict, imagenet_weights_file, inflate_2d_weights
 from stabn.models.resnet3d import resnet3d
@@ -38,9 +39,12 @@ def list_models(pattern: Optional[str] = None) -> List[str]:
     return [n for n in MODEL_NAMES if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
-def is_stabn(name: str) -> bool:
-    """Whether `name` is an ST-ABN (its forward returns `STABNOutput`)."""
-    return name.startswith("abn_")
+def is_stabn(model: Union[str, nn.Module]) -> bool:
+    """Whether `model`, a model name or a model (bare or wrapped by DataParallel, DDP or
+    torch.compile), is an ST-ABN: its forward returns `STABNOutput`."""
+    if isinstance(model, str):
+        return model in STABN_NAMES
+    return isinstance(unwrap_model(model), STABN)
 
 
 def build_model(
