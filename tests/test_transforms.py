@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reference_transforms import reference_normalize_clip
 
 import stabn.data.transforms as transforms
 from stabn.data import (
@@ -16,7 +17,6 @@ from stabn.data import (
     normalize_batch,
     orient_crops,
     read_jpeg,
-    reference_normalize_clip,
 )
 from stabn.errors import DataError
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Set
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from stabn.config.schema import LABEL_FORMATS
 from stabn.errors import DataError, PathLike
@@ -98,58 +98,73 @@ def read_label_file(
     if fmt not in LABEL_FORMATS:
         raise ValueError(f"fmt must be one of {LABEL_FORMATS}, got {fmt!r}")
     path = os.fspath(path)
-    expected = "video_id num_frames class_id" if fmt == "ssv2" else "relative_video_dir class_id"
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read label file {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"label file {path} is not UTF-8 text") from None
-
     records = []
-    for lineno, line in enumerate(lines, start=1):
-        where = f"{path}:{lineno}"
+    for lineno, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
             continue
-        if fmt == "ssv2":
-            fields = line.split()
-            if len(fields) != 3 and (labelled or len(fields) != 2):
-                raise DataError(f"{where}: expected '{expected}', got {line.strip()!r}")
-            video_id, label_field = fields[0], (fields[2] if len(fields) == 3 else None)
-        else:
-            # Folder names may contain spaces, so the class id is the last field.
-            fields = line.strip().rsplit(maxsplit=1)
-            if len(fields) == 2 and (labelled or fields[1].lstrip("-").isdigit()):
-                video_id, label_field = fields
-            elif not labelled:
-                video_id, label_field = line.strip(), None
-            else:
-                raise DataError(f"{where}: expected '{expected}', got {line.strip()!r}")
-
-        label = -1
-        if label_field is not None:
-            label = _int(label_field, "class id", where)
-            if label < 0 or (num_classes is not None and label >= num_classes):
-                bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-                raise DataError(f"{where}: class id {label} is outside {bound}")
-
+        where = f"{path}:{lineno}"
+        video_id, label_field, frames_field = _split_line(line, fmt, labelled, where)
+        label = -1 if label_field is None else _class_id(label_field, num_classes, where)
         folder = os.path.join(os.fspath(frames_root), video_id) if frames_root is not None else video_id
-        if fmt == "ssv2":
-            num_frames = _int(fields[1], "num_frames", where)
-        else:
-            try:
-                num_frames = count_frames(folder)
-            except DataError as e:
-                raise DataError(f"{where}: {e}") from None
-        if num_frames < 1:
-            what = f"num_frames {num_frames} is below 1" if fmt == "ssv2" else f"no JPEG frames in {folder}"
-            raise DataError(f"{where}: {what}")
+        num_frames = _frame_count(frames_field, folder, where)
         records.append(VideoRecord(video_id, num_frames, label, folder, lineno))
     missing = first_missing_folder(records) if check_frames and fmt == "ssv2" else None
     if missing is not None:
         raise DataError(f"{path}:{missing.line}: frame folder {missing.path} does not exist")
     return records
+
+
+def _read_lines(path: str) -> List[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read label file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"label file {path} is not UTF-8 text") from None
+
+
+def _split_line(line: str, fmt: str, labelled: bool, where: str) -> Tuple[str, Optional[str], Optional[str]]:
+    """A line's video id, class id field and frame count field; the class id is None where an
+    unlabelled line leaves it out, the frame count None for ``"generic"``, which has none."""
+    expected = "video_id num_frames class_id" if fmt == "ssv2" else "relative_video_dir class_id"
+    if fmt == "ssv2":
+        fields = line.split()
+        if len(fields) != 3 and (labelled or len(fields) != 2):
+            raise DataError(f"{where}: expected '{expected}', got {line.strip()!r}")
+        return fields[0], (fields[2] if len(fields) == 3 else None), fields[1]
+    # Folder names may contain spaces, so the class id is the last field.
+    fields = line.strip().rsplit(maxsplit=1)
+    if len(fields) == 2 and (labelled or fields[1].lstrip("-").isdigit()):
+        return fields[0], fields[1], None
+    if not labelled:
+        return line.strip(), None, None
+    raise DataError(f"{where}: expected '{expected}', got {line.strip()!r}")
+
+
+def _class_id(field: str, num_classes: Optional[int], where: str) -> int:
+    label = _int(field, "class id", where)
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(f"{where}: class id {label} is outside {bound}")
+    return label
+
+
+def _frame_count(field: Optional[str], folder: str, where: str) -> int:
+    """The frame count a line gives in `field`, or with none (``"generic"``) the JPEGs in
+    `folder`; at least 1."""
+    if field is not None:
+        num_frames = _int(field, "num_frames", where)
+        if num_frames < 1:
+            raise DataError(f"{where}: num_frames {num_frames} is below 1")
+        return num_frames
+    try:
+        num_frames = count_frames(folder)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
+    if num_frames < 1:
+        raise DataError(f"{where}: no JPEG frames in {folder}")
+    return num_frames
 
 
 def read_class_names(path: PathLike, num_classes: Optional[int] = None) -> List[str]:

@@ -21,7 +21,6 @@ keeps them so, and let `normalize_batch` make the float batch channels-first.
 
 from __future__ import annotations
 
-import math
 import os
 from collections import deque
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -32,11 +31,20 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from stabn.config.schema import FLIP_MODES, PADDING_MODES
-from stabn.data.annotations import VideoRecord, count_frames, read_label_file
+from stabn.data.annotations import VideoRecord, read_label_file
 from stabn.data.decode import read_jpeg
-from stabn.data.sampling import FRAME_TEMPLATE, clip_indices, eval_starts, frame_paths, sample_rng, train_start
-from stabn.data.transforms import crop_offsets, mean_std, normalize_batch, orient_crops, random_crop_offset
+from stabn.data.sampling import (
+    FRAME_TEMPLATE,
+    clip_indices,
+    eval_starts,
+    frame_paths,
+    frame_uses,
+    sample_rng,
+    train_start,
+)
+from stabn.data.transforms import crop_offsets, frame_crops, orient_crops, random_crop_offset
 from stabn.errors import DataError, PathLike
+from stabn.torch_compat import shared_uint8_tensor, storage_use_count
 
 MODES = ("train", "eval")
 Item = Tuple[torch.Tensor, int, int]  # (uint8 clip or views, label, dataset index)
@@ -65,34 +73,6 @@ class _ItemBatch(list):
     clips: torch.Tensor
 
 
-def _new_buffer(shape: Tuple[int, ...]) -> torch.Tensor:
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    # As default_collate does in a worker: shared memory is handed to the main process as is.
-    # A private torch API (default_collate's own); test_dataset's shared-memory test fails
-    # loudly if it goes away.
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-
-
-# A private torch API: torch has no public way to ask whether anything else uses a storage.
-# Without it buffers are never reused (correct, slower), and
-# test_getitems_reuses_its_buffer_only_once_released fails loudly.
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
-def _unshared(buffer: torch.Tensor) -> bool:
-    """Whether `buffer` is the only tensor left on its memory: no batch, item or other view made
-    from it is alive any more. False when this torch cannot tell."""
-    if _storage_use_count is None:
-        return False
-    try:
-        # The references: `buffer` itself and the storage object made here to ask.
-        return _storage_use_count(buffer.untyped_storage()._cdata) == 2
-    except (AttributeError, RuntimeError, TypeError):
-        return False
-
-
 def collate_clips(batch: Sequence[Union[Item, SkippedItem]]) -> ClipBatch:
     """Stack a list of items into a `ClipBatch`, dropping `SkippedItem`s. If every item was
     skipped, the tensors have a batch size of 0."""
@@ -109,6 +89,29 @@ def collate_clips(batch: Sequence[Union[Item, SkippedItem]]) -> ClipBatch:
     labels = torch.tensor([item[1] for item in kept], dtype=torch.int64)
     indices = torch.tensor([item[2] for item in kept], dtype=torch.int64)
     return ClipBatch(clips, labels, indices, skipped)
+
+
+def _check_options(
+    mode: str, frame_length: int, frame_size: int, num_clips: int, num_crops: int, padding: str, flip: str, seed: int
+) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "train" and (num_clips, num_crops) != (1, 1):
+        raise ValueError("training takes one clip and one crop per video")
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+    if num_clips < 1 or frame_length < 1 or frame_size < 1:
+        raise ValueError("num_clips, frame_length and frame_size must be >= 1")
+    for name, value, allowed in (("padding", padding, PADDING_MODES), ("flip", flip, FLIP_MODES)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+
+
+def _under(record: VideoRecord, frames_root: PathLike) -> VideoRecord:
+    """`record` with its frame folder in `frames_root`."""
+    return record._replace(path=os.path.join(os.fspath(frames_root), record.video_id))
 
 
 class FrameClipDataset(Dataset):
@@ -153,29 +156,13 @@ class FrameClipDataset(Dataset):
         labelled: bool = True,
         backend: Optional[str] = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "train" and (num_clips, num_crops) != (1, 1):
-            raise ValueError("training takes one clip and one crop per video")
-        if num_crops not in (1, 3):
-            raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
-        if num_clips < 1 or frame_length < 1 or frame_size < 1:
-            raise ValueError("num_clips, frame_length and frame_size must be >= 1")
-        for name, value, allowed in (("padding", padding, PADDING_MODES), ("flip", flip, FLIP_MODES)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-
+        _check_options(mode, frame_length, frame_size, num_clips, num_crops, padding, flip, seed)
         # Named with a record's line when its frame folder turns out to be missing.
         self.label_file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
         if self.label_file is not None:
             records = read_label_file(source, frames_root, num_classes, fmt, labelled=labelled)
         else:
-            records = [
-                r if frames_root is None else r._replace(path=os.path.join(os.fspath(frames_root), r.video_id))
-                for r in source
-            ]
+            records = [r if frames_root is None else _under(r, frames_root) for r in source]
         self.records: List[VideoRecord] = records
         self.frame_length = frame_length
         self.frame_size = frame_size
@@ -264,44 +251,44 @@ class FrameClipDataset(Dataset):
     def _load(self, index: int, crops: torch.Tensor) -> None:
         """Fill `crops` ``[V, T, S, S, 3]`` with item `index`'s views (RGB, channels-last)."""
         rng, clips = self._clips(index)
-        folder, s = self.records[index].path, self.frame_size
+        folder = self.records[index].path
         # Each frame is read once and its crops copied out at once, so that only one decoded
         # frame is alive at a time (fewer fresh pages to fault in).
-        uses: Dict[int, List[Tuple[int, int]]] = {}
-        for k, clip in enumerate(clips):
-            for t, i in enumerate(clip):
-                uses.setdefault(i, []).append((k, t))
-        offsets: List[Tuple[int, int]] = []
-        size: Tuple[int, ...] = ()
-        flip = "none"
+        uses = frame_uses(clips)
         # Where each (view, frame) goes, unbound at once: indexing a tensor from Python costs a
         # few microseconds a call, which adds up over the frames.
         slots = [view.unbind(0) for view in crops.unbind(0)]
+        offsets: List[Tuple[int, int]] = []
+        size: Tuple[int, ...] = ()
+        flip = "none"
         order = sorted(uses)
         for i, path in zip(order, frame_paths(folder, order, self.template)):
             frame = self._read(index, path)  # [3, H, W], a view of an [H, W, 3] buffer
             if not offsets:
                 size = tuple(frame.shape[1:])
-                if min(size) < s:
-                    raise DataError(f"frames of {folder} are {size[0]}x{size[1]}, smaller than the {s}x{s} crop")
-                if rng is not None:
-                    offsets = [random_crop_offset(size[0], size[1], s, rng)]
-                    flip = self.flip if rng.random() < 0.5 else "none"
-                else:
-                    offsets = crop_offsets(size[0], size[1], s, self.num_crops)
+                offsets, flip = self._placement(folder, size, rng)
             elif tuple(frame.shape[1:]) != size:
                 raise DataError(
                     f"frame {path} is {frame.shape[1]}x{frame.shape[2]}, the other frames "
                     f"of {folder} are {size[0]}x{size[1]}"
                 )
-            c_stride, y_stride, x_stride = frame.stride()
-            first = frame.storage_offset()
-            for j, (y, x) in enumerate(offsets):
-                # frame.permute(1, 2, 0)[y:y + s, x:x + s] (channels-last), in one call
-                crop = frame.as_strided((s, s, 3), (y_stride, x_stride, c_stride), first + y * y_stride + x * x_stride)
+            for j, crop in enumerate(frame_crops(frame, offsets, self.frame_size)):
                 crop = orient_crops(crop, flip)
                 for k, t in uses[i]:
                     slots[k * len(offsets) + j][t].copy_(crop)
+
+    def _placement(
+        self, folder: str, size: Tuple[int, ...], rng: Optional[np.random.Generator]
+    ) -> Tuple[List[Tuple[int, int]], str]:
+        """The crop offsets and the flip of a video whose frames are `size` (H, W); training
+        draws them from `rng`, the offsets first."""
+        s = self.frame_size
+        if min(size) < s:
+            raise DataError(f"frames of {folder} are {size[0]}x{size[1]}, smaller than the {s}x{s} crop")
+        if rng is None:
+            return crop_offsets(size[0], size[1], s, self.num_crops), "none"
+        offsets = [random_crop_offset(size[0], size[1], s, rng)]
+        return offsets, self.flip if rng.random() < 0.5 else "none"
 
     def _item(self, index: int, crops: torch.Tensor) -> Union[Item, SkippedItem]:
         try:
@@ -325,17 +312,7 @@ class FrameClipDataset(Dataset):
         again once nothing made from it (batch, items, views) is alive any more, since a fresh
         one is faulted in page by page and unmapped again (docs/PERFORMANCE.md, "Loader"). The
         dataset keeps that one buffer between batches."""
-        shape = (len(indices),) + self._crops_shape
-        buffer = None
-        if get_worker_info() is None:
-            try:
-                buffer = self._spare.pop()
-            except IndexError:
-                pass
-            if buffer is not None and (buffer.shape != shape or not _unshared(buffer)):
-                buffer = None
-        if buffer is None:
-            buffer = _new_buffer(shape)
+        buffer = self._batch_buffer((len(indices),) + self._crops_shape)
         items = _ItemBatch(self._item(index, buffer[n]) for n, index in enumerate(indices))
         clips = buffer.movedim(-1, -4)
         items.clips = clips[:, 0] if self.mode == "train" else clips
@@ -343,53 +320,17 @@ class FrameClipDataset(Dataset):
             self._spare.append(buffer)
         return items
 
+    def _batch_buffer(self, shape: Tuple[int, ...]) -> torch.Tensor:
+        """A buffer for a batch: the spare one when nothing made from it is alive any more (not
+        when this torch cannot tell), else a new one, in shared memory inside a loader worker."""
+        if get_worker_info() is not None:
+            # As default_collate does in a worker: shared memory is handed to the main process as is.
+            return shared_uint8_tensor(shape)
+        spare = self._spare.pop() if self._spare else None
+        if spare is not None and spare.shape == shape and storage_use_count(spare) == 1:
+            return spare
+        return torch.empty(shape, dtype=torch.uint8)
+
     @property
     def _crops_shape(self) -> Tuple[int, ...]:
         return (self.num_views, self.frame_length, self.frame_size, self.frame_size, 3)
-
-
-def read_eval_clips(
-    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_clips: int = 1, num_frames: Optional[int] = None
-) -> Tuple[torch.Tensor, List[List[int]]]:
-    """`num_clips` evaluation clips of one frames folder, centre-cropped, as evaluation takes
-    them: uint8 RGB ``[K, 3, T, S, S]`` before normalisation, and each clip's 0-based frame
-    indices.
-
-    `num_frames` is the video's frame count as the label file gives it (the original's clip
-    position depends on it); None counts the JPEGs in the folder."""
-    video_dir = os.fspath(video_dir)
-    if num_frames is None:
-        num_frames = count_frames(video_dir)
-    if num_frames < 1:
-        raise DataError(f"no JPEG frames in {video_dir}")
-    record = VideoRecord(os.path.basename(os.path.normpath(video_dir)), num_frames, -1, video_dir)
-    dataset = FrameClipDataset([record], None, frame_length, frame_size, mode="eval", num_clips=num_clips)
-    views, _, _ = dataset[0]
-    return views, dataset.clip_frames(0)
-
-
-def read_centre_clip(
-    video_dir: PathLike, frame_length: int, frame_size: int = 224, num_frames: Optional[int] = None
-) -> torch.Tensor:
-    """The centre clip and centre crop of one frames folder as evaluation takes it: uint8 RGB
-    ``[3, T, S, S]``, before normalisation (`num_frames` as in `read_eval_clips`)."""
-    return read_eval_clips(video_dir, frame_length, frame_size, 1, num_frames)[0][0]
-
-
-def load_clip(
-    video_dir: PathLike,
-    frame_length: int,
-    frame_size: int = 224,
-    num_frames: Optional[int] = None,
-    *,
-    channel_order: str = "bgr",
-) -> torch.Tensor:
-    """The original's evaluation preprocessing of one frames folder: the centre clip, the
-    centre crop, BGR, normalised; float32 ``[3, T, S, S]``.
-
-    `num_frames` is as in `read_centre_clip`. ``channel_order="rgb"`` gives the same clip with
-    its channels (and the normalisation constants) in RGB order.
-    """
-    clip = read_centre_clip(video_dir, frame_length, frame_size, num_frames)
-    mean, std = mean_std(channel_order)
-    return normalize_batch(clip, mean, std, channel_order=channel_order)

@@ -7,7 +7,7 @@ the SSv2 frame layout.
 from __future__ import annotations
 
 import os
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -63,6 +63,15 @@ def clip_indices(start: int, num_frames: int, frame_length: int, padding: str = 
 def frame_paths(video_dir: str, indices: Sequence[int], template: str = FRAME_TEMPLATE) -> List[str]:
     """File names of 0-based frame `indices` in `video_dir` (files are numbered from 1)."""
     return [os.path.join(video_dir, template % (i + 1)) for i in indices]
+
+
+def frame_uses(clips: Sequence[Sequence[int]]) -> Dict[int, List[Tuple[int, int]]]:
+    """Where each frame that `clips` use goes: frame index -> its (clip, position) pairs."""
+    uses: Dict[int, List[Tuple[int, int]]] = {}
+    for k, clip in enumerate(clips):
+        for t, i in enumerate(clip):
+            uses.setdefault(i, []).append((k, t))
+    return uses
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

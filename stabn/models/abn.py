@@ -43,8 +43,8 @@ class STABN(nn.Module):
         super().__init__()
         self.frame_length = frame_length
         self.frame_size = frame_size
-        self.attention = attention = attention or AttentionOptions()
-        T, K, e = frame_length, num_classes, block.expansion
+        self.attention = attention or AttentionOptions()
+        e = block.expansion
 
         self.conv1 = nn.Conv3d(3, width, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False)
         self.bn1 = nn.BatchNorm3d(width)
@@ -58,10 +58,18 @@ class STABN(nn.Module):
         self.layer4 = make_layer(block, width * 4 * e, width * 8, layers[3], (1, 2, 2), 3)
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.dropout_per = nn.Dropout(dropout)
-        self.fc = nn.Linear(width * 8 * e, K)
+        self.fc = nn.Linear(width * 8 * e, num_classes)
 
-        # Attention branch, fed by layer3.
-        self.layer_att_common = make_layer(block, width * 4 * e, width * 8, layers[3], (1, 1, 1), 3)
+        # Registered after the perception branch, as in the original: the weights are drawn in
+        # this order.
+        self._add_attention_branch(block, layers[3], width, num_classes, dropout)
+        self._init_weights()
+
+    def _add_attention_branch(self, block: Block, blocks: int, width: int, num_classes: int, dropout: float) -> None:
+        """The attention branch, fed by layer3, and the fusion of its maps back into layer3's
+        features."""
+        T, K, e = self.frame_length, num_classes, block.expansion
+        self.layer_att_common = make_layer(block, width * 4 * e, width * 8, blocks, (1, 1, 1), 3)
         self.conv_att_common = nn.Sequential(
             nn.BatchNorm3d(width * 8 * e),
             nn.Conv3d(width * 8 * e, K, 1, bias=False),
@@ -72,25 +80,29 @@ class STABN(nn.Module):
         self.dropout_att = nn.Dropout(dropout)
         self.fc_att_out = nn.Linear(K * T, K)
         self.conv_spatial_att = nn.Sequential(nn.Conv3d(K, 1, 1, bias=False), nn.BatchNorm3d(1), nn.Sigmoid())
-        if attention.temporal != "class":  # "class" reads the attention branch's own frame scores
+        self._add_temporal_attention(K)
+        # Fuses the spatially and the temporally weighted features back to layer3's width.
+        fused = width * 8 * e if self.attention.fusion == "concat" else width * 4 * e
+        self.conv_att_mechanism = nn.Sequential(
+            nn.Conv3d(fused, width * 4 * e, 1, bias=False), nn.BatchNorm3d(width * 4 * e)
+        )
+
+    def _add_temporal_attention(self, num_classes: int) -> None:
+        """The layers of the temporal map that `attention.temporal` names."""
+        T, K, temporal = self.frame_length, num_classes, self.attention.temporal
+        if temporal != "class":  # "class" reads the attention branch's own frame scores
             self.conv_temp_att1 = nn.Sequential(
                 nn.Conv3d(K, 1, 3, padding=1, bias=False), nn.BatchNorm3d(1), nn.ReLU(inplace=True)
             )
-        if attention.temporal == "mlp":
+        if temporal == "mlp":
             self.conv_temp_att2 = nn.Sequential(
                 nn.Conv2d(T, T, 1, bias=False), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
             )
             self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
-        elif attention.temporal == "frame":
+        elif temporal == "frame":
             self.temp_att_frame = nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.Sigmoid())
         else:
             self.temp_att_class = nn.Sequential(nn.Conv1d(1, 1, 1), nn.Sigmoid())
-        # Fuses the spatially and the temporally weighted features back to layer3's width.
-        fused = width * 8 * e if attention.fusion == "concat" else width * 4 * e
-        self.conv_att_mechanism = nn.Sequential(
-            nn.Conv3d(fused, width * 4 * e, 1, bias=False), nn.BatchNorm3d(width * 4 * e)
-        )
-        self._init_weights()
 
     def _init_weights(self) -> None:
         for m in self.modules():

@@ -74,14 +74,7 @@ def build_model(
     a dict of its fields); None builds the original's architecture."""
     if name not in MODEL_REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    for key, value in (
-        ("num_classes", num_classes),
-        ("frame_length", frame_length),
-        ("frame_size", frame_size),
-        ("width", width),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    _check_sizes(num_classes=num_classes, frame_length=frame_length, frame_size=frame_size, width=width)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     attention = AttentionOptions(**attention) if isinstance(attention, Mapping) else attention or AttentionOptions()
@@ -99,18 +92,32 @@ def build_model(
     )  # fmt: skip
     model.spec = spec
     if pretrained_2d is not None:
-        imagenet = pretrained_2d == IMAGENET
-        source = imagenet_state_dict(DEPTH_OF[name]) if imagenet else pretrained_2d
-        report = inflate_2d_weights(model, source)
-        if report.misfit is None:
-            log.info("%s", report.summary())
-        elif pretrained_2d_strict:
-            file = imagenet_weights_file(DEPTH_OF[name]) if imagenet else pretrained_2d
-            raise CheckpointError(
-                f"{file}: does not fit {name}'s backbone: {report.misfit} ({len(report.taken)} of {report.backbone} "
-                f"backbone tensors fit): give torchvision's ResNet-{DEPTH_OF[name]} weights with model.width=64, or "
-                "model.pretrained_2d_strict=false to load the tensors that fit"
-            )
-        else:
-            log.warning("model.pretrained_2d_strict=false: %s; first misfit: %s", report.summary(), report.misfit)
+        _inflate_pretrained_2d(model, name, pretrained_2d, strict=pretrained_2d_strict)
     return model
+
+
+def _check_sizes(**sizes: int) -> None:
+    for key, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _inflate_pretrained_2d(
+    model: nn.Module, name: str, pretrained_2d: Union[str, os.PathLike], *, strict: bool
+) -> None:
+    """Inflate `pretrained_2d` (see `build_model`) into `model`, the model `name`; with `strict`,
+    a file that does not fill the whole backbone is refused."""
+    imagenet = pretrained_2d == IMAGENET
+    source = imagenet_state_dict(DEPTH_OF[name]) if imagenet else pretrained_2d
+    report = inflate_2d_weights(model, source)
+    if report.misfit is None:
+        log.info("%s", report.summary())
+    elif strict:
+        file = imagenet_weights_file(DEPTH_OF[name]) if imagenet else pretrained_2d
+        raise CheckpointError(
+            f"{file}: does not fit {name}'s backbone: {report.misfit} ({len(report.taken)} of {report.backbone} "
+            f"backbone tensors fit): give torchvision's ResNet-{DEPTH_OF[name]} weights with model.width=64, or "
+            "model.pretrained_2d_strict=false to load the tensors that fit"
+        )
+    else:
+        log.warning("model.pretrained_2d_strict=false: %s; first misfit: %s", report.summary(), report.misfit)

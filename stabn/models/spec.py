@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from stabn.checkpoint import unwrap_model
 from stabn.config.schema import AttentionOptions
-from stabn.data.transforms import JitterConfig, denormalize, mean_std, normalize_batch
+from stabn.data.jitter import JitterConfig
+from stabn.data.transforms import denormalize, mean_std, normalize_batch
 
 # Recipe defaults for what a bare state dict cannot tell.
 DEFAULT_FRAME_LENGTH = 32
