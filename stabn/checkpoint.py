@@ -25,14 +25,22 @@ from torch import Tensor, nn
 
 from stabn.errors import CheckpointError, DamagedCheckpoint, PathLike
 from stabn.fileio import atomic_write
+from stabn.torch_compat import compiled_inner
 from stabn.version import __version__
 
 # Wrappers whose prefixes end up in saved keys: DataParallel / DDP, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
-# A run folder's checkpoints, in the order a folder given for a file suggests them.
-_RUN_CHECKPOINTS = ("checkpoint-best.pt", "checkpoint-final.pt", "checkpoint-latest.pt")
-# checkpoint-0010.pt: the state after that many epochs.
+# A run folder's checkpoints: after the epoch of the best validation score, after the last
+# epoch, after the newest epoch (or stop) of the run.
+BEST_CHECKPOINT = "checkpoint-best.pt"
+FINAL_CHECKPOINT = "checkpoint-final.pt"
+LATEST_CHECKPOINT = "checkpoint-latest.pt"
+# The words `eval.checkpoint` takes for them.
+_NAMED_CHECKPOINTS = {"best": BEST_CHECKPOINT, "latest": LATEST_CHECKPOINT, "final": FINAL_CHECKPOINT}
+# In the order a folder given for a file suggests them.
+_RUN_CHECKPOINTS = (BEST_CHECKPOINT, FINAL_CHECKPOINT, LATEST_CHECKPOINT)
+# checkpoint-0010.pt: the state after that many epochs (`numbered_checkpoint`).
 _NUMBERED = re.compile(r"checkpoint-(\d+)\.pt")
 # The first bytes of a zip archive, which torch.save has written since PyTorch 1.6.
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -46,10 +54,21 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        elif compiled_inner(model) is not None:
+            model = compiled_inner(model)
         else:
             return model
+
+
+def numbered_checkpoint(epoch: int) -> str:
+    """The name of a run folder's checkpoint of the state after `epoch` epochs."""
+    return f"checkpoint-{epoch:04d}.pt"
+
+
+def run_checkpoint(run: PathLike, name: str) -> Path:
+    """The file an `eval.checkpoint` value means: `best`, `latest` or `final` the run folder
+    `run`'s checkpoint of that kind, anything else a path of its own."""
+    return Path(run) / _NAMED_CHECKPOINTS[name] if name in _NAMED_CHECKPOINTS else Path(name)
 
 
 def save_checkpoint(
@@ -148,11 +167,7 @@ def newest_intact_checkpoint(path: PathLike) -> Optional[Tuple[Path, Dict[str, A
         reverse=True,
     )
     found: List[Tuple[Tuple[int, int, int], Path, Dict[str, Any]]] = []
-    for order, candidates in (
-        (2, [folder / "checkpoint-final.pt"]),
-        (1, numbered),
-        (0, [folder / "checkpoint-best.pt"]),
-    ):
+    for order, candidates in ((2, [folder / FINAL_CHECKPOINT]), (1, numbered), (0, [folder / BEST_CHECKPOINT])):
         for candidate in candidates:
             if candidate == path or not candidate.is_file():
                 continue
@@ -238,6 +253,11 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, Tensor], source: Pat
 
 
 __all__ = [
+    "BEST_CHECKPOINT",
+    "FINAL_CHECKPOINT",
+    "LATEST_CHECKPOINT",
+    "numbered_checkpoint",
+    "run_checkpoint",
     "save_checkpoint",
     "read_checkpoint",
     "newest_intact_checkpoint",

@@ -6,7 +6,7 @@ import sys
 import time
 
 from stabn.commands.train import main as train_main
-from stabn.engine.trainer import Trainer
+from stabn.engine.loop import Trainer
 
 _validate = Trainer.validate
 

@@ -29,7 +29,7 @@ from stabn.data import ClipBatch, read_label_file
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.evaluate import evaluate
-from stabn.engine.trainer import Trainer
+from stabn.engine.loop import Trainer
 from stabn.interpret.visualize import header_height
 from stabn.models import ModelSpec
 

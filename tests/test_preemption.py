@@ -15,7 +15,7 @@ from stabn.checkpoint import read_checkpoint
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
-from stabn.engine.trainer import Trainer, TrainingError
+from stabn.engine.loop import Trainer, TrainingError
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from stabn.checkpoint import read_checkpoint
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
-from stabn.engine.trainer import Trainer, read_resume_checkpoint
+from stabn.engine.loop import Trainer
+from stabn.engine.resume import read_resume_checkpoint
 from stabn.errors import DamagedCheckpoint
 
 

@@ -13,7 +13,7 @@ from stabn.config import load_config
 from stabn.data import make_dataset
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext, ShardSampler
-from stabn.engine.trainer import Trainer
+from stabn.engine.loop import Trainer
 from stabn.errors import ConfigError
 
 NUM_VAL = 5  # odd: two ranks cannot split it evenly

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from stabn.errors import FAILED_EXIT_CODE, ReportedError, error_message
+from stabn.errors import FAILED_EXIT_CODE, ReportedError, WriteRefused, error_message
 
 
 @dataclass
@@ -133,6 +133,38 @@ def raise_on_every_rank(error: Optional[ReportedError], ctx: DistContext) -> Non
             raise RelayedError(*first)
     if error is not None:
         raise error
+
+
+class RankZeroWrites:
+    """Rank 0's writes, which no rank trains on without: a write the operating system refused
+    is kept in `refused` until every rank raises its line (`raise_kept`). `refused_hint` ends
+    the line of a refused write, saying how to go on."""
+
+    def __init__(self, ctx: DistContext, *, refused_hint: str) -> None:
+        self.ctx = ctx
+        self.refused: Optional[ReportedError] = None
+        self._hint = refused_hint
+
+    @contextlib.contextmanager
+    def block(self) -> Iterator[None]:
+        """Rank 0's writes (the other ranks pass through the block): a write refused ends the
+        block on rank 0, and every rank raises its line at the end, a barrier too."""
+        try:
+            yield
+        except ReportedError as e:
+            self.keep(e)
+        self.raise_kept()
+
+    def keep(self, error: ReportedError) -> None:
+        """Keep `error` for every rank to raise."""
+        if isinstance(error, WriteRefused):
+            error = WriteRefused(f"{error}; {self._hint}")
+        self.refused = error
+
+    def raise_kept(self) -> None:
+        """Raise the kept error on every rank (`raise_on_every_rank`); every rank calls it at
+        the same point."""
+        raise_on_every_rank(self.refused, self.ctx)
 
 
 class CollectiveError(ReportedError):

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Union
+from typing import Any, Mapping, Sequence, Union
 
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -54,6 +54,24 @@ class EventsWriter:
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         self._write(Event(wall_time=time.time(), step=int(step), summary=scalar(tag, value)))
+
+    def add_losses(self, losses: Sequence[float], step: int) -> None:
+        """A training step's (total, perception, attention) losses."""
+        for name, value in zip(("loss/all", "loss/per", "loss/att"), losses):
+            self.add_scalar(name, value, step)
+
+    def add_epoch(self, record: Mapping[str, Any]) -> None:
+        """An epoch's record of history.json: learning rate, speed and, where it was
+        validated, Top-1 / Top-5 of each branch."""
+        epoch = record["epoch"]
+        self.add_scalar("lr", record["lr"], epoch)
+        self.add_scalar("speed/clips_per_s", record["clips_per_s"], epoch)
+        self.add_scalar("speed/data_wait_fraction", record["data_wait"], epoch)
+        if "val" in record:
+            for k in (1, 5):
+                for branch, value in record["val"][f"top-{k}_accuracy"].items():
+                    name = f"accuracy/{branch}" if k == 1 else f"accuracy_top5/{branch}"
+                    self.add_scalar(name, value, epoch)
 
     def _write(self, event: Event) -> None:
         with writing(self.path):

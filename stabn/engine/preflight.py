@@ -56,7 +56,8 @@ def check_writable(folder: Path) -> None:
 
 def check_training(cfg: Config) -> str:
     """What `train_dp.py` / `train_ddp.py` would read and write; one line saying what was checked."""
-    from stabn.engine.trainer import read_resume_checkpoint, training_model, training_sets
+    from stabn.engine.build import training_model, training_sets
+    from stabn.engine.resume import read_resume_checkpoint
 
     train_set, val_set = training_sets(cfg)
     smallest = min((check_videos(split) for split in (train_set, val_set) if len(split)), key=min)

@@ -1,8 +1,8 @@
 """Model throughput: training steps or inference forwards on random clips made on the device.
 
-A training step is what `stabn/engine/trainer.py` does once the batch is on the device: forward
-under autocast, cross-entropy (for an ST-ABN, CE(logits) + CE(att_logits)), backward, and an
-SGD step (fused on CUDA, foreach on the CPU). Data loading is left out (see the `loader`
+A training step is the trainer's own, `stabn.engine.step.training_step`, on a batch already on
+the device: forward under autocast, cross-entropy (for an ST-ABN, CE(logits) + CE(att_logits)),
+backward, and an SGD step (fused on CUDA, foreach on the CPU). Data loading is left out (see the `loader`
 benchmark). Prints one JSON line per configuration: clips/s, ms per step, peak memory, the
 forward's FLOPs (counted by `torch.utils.flop_counter.FlopCounterMode`) and, on a GPU, the
 model FLOPs utilisation (a training step counts as 3 forwards).
@@ -16,13 +16,12 @@ import gc
 import platform
 import resource
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from stabn.engine.losses import classification_losses
 from stabn.engine.precision import (
     AMP_DTYPES,
     amp_dtype,
@@ -32,6 +31,7 @@ from stabn.engine.precision import (
     prepare_model,
     use_channels_last,
 )
+from stabn.engine.step import training_step
 from stabn.models import build_model
 from stabn.optim import make_sgd
 
@@ -114,6 +114,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _step_function(
+    mode: str, model: nn.Module, net: nn.Module, clips: Tensor, labels: Tensor, dev: torch.device, dtype
+) -> Callable[[], None]:
+    """One timed unit: the trainer's training step (`mode="train"`) or a forward under no_grad."""
+    if mode == "train":
+        optimizer = make_sgd(model.parameters(), dev, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+        return lambda: training_step(
+            net, clips, labels, optimizer=optimizer, scaler=scaler, device=dev, amp_dtype=dtype
+        )
+
+    def forward() -> None:
+        with torch.no_grad(), autocast(dev, dtype):
+            net(clips)
+
+    return forward
+
+
+def _time(
+    step: Callable[[], None], warmup: int, steps: int, dev: torch.device, memory: PeakMemory
+) -> Tuple[float, float]:
+    """(seconds of the `warmup` untimed calls, seconds per call of the `steps` timed ones)."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    warmup_s = time.perf_counter() - start  # with --compile, mostly compilation
+    if dev.type == "cuda":
+        memory.reset()  # the steady state, without cuDNN's autotuning workspaces
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    return warmup_s, (time.perf_counter() - start) / steps
+
+
 def benchmark(
     mode: str,
     model_name: str,
@@ -150,37 +186,8 @@ def benchmark(
     labels = torch.randint(0, num_classes, (batch_size,), device=dev)
     flops = count_forward_flops(model, clips)
     net = torch.compile(model) if compile else model
-
-    if mode == "train":
-        optimizer = make_sgd(model.parameters(), dev, lr=0.01, momentum=0.9, weight_decay=5e-4)
-        scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
-
-        def step() -> None:
-            with autocast(dev, dtype):
-                loss = classification_losses(net(clips), labels)[0]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-    else:
-
-        def step() -> None:
-            with torch.no_grad(), autocast(dev, dtype):
-                net(clips)
-
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    _sync(dev)
-    warmup_s = time.perf_counter() - start  # with --compile, mostly compilation
-    if dev.type == "cuda":
-        memory.reset()  # the steady state, without cuDNN's autotuning workspaces
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(dev)
-    elapsed = time.perf_counter() - start
-    step_s = elapsed / steps
+    step = _step_function(mode, model, net, clips, labels, dev, dtype)
+    warmup_s, step_s = _time(step, warmup, steps, dev, memory)
     achieved = flops * (3 if mode == "train" else 1) / step_s / 1e12
     if dev.type != "cuda":
         peak = None  # no MFU on the CPU
