@@ -16,7 +16,9 @@ from stabn.commands.bench import main as bench_main
 from stabn.data import FrameClipDataset
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.interpret import saliency
-from stabn.interpret.benchmark import METRICS, Settings, cell, interval
+from stabn.interpret.benchmark import METRICS, interval
+from stabn.interpret.explainers import Settings
+from stabn.interpret.report import cell
 from stabn.interpret.scoring import (
     bootstrap_interval,
     box_energy,

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Tuple
 
-import torch
-
 from stabn.errors import ConfigError
-from stabn.interpret.benchmark import Settings, load_baseline, load_stabn, open_split, run_benchmark, write_reports
-from stabn.interpret.diagnose import attention_statistics
-from stabn.interpret.saliency import require_captum
-from stabn.interpret.visualize import explanation_sheet
-from stabn.perf import torch_threads
+from stabn.interpret.benchmark_job import benchmark_checkpoints
+from stabn.interpret.explainers import Settings
 
 _DEFAULTS = Settings()
 
@@ -108,73 +102,29 @@ def settings_of(args: argparse.Namespace) -> Settings:
     )
 
 
-def _warn_if_other_clips(path, other, main_path, model) -> None:
-    a, b = model.spec, other.spec
-    if (a.frame_length, a.frame_size) != (b.frame_length, b.frame_size):
-        print(
-            f"warning: {path} takes {b.frame_length} frames of {b.frame_size} px, {main_path} "
-            f"{a.frame_length} of {a.frame_size}; both are given the ST-ABN's clips",
-            file=sys.stderr,
-        )
-
-
 def _names(text: str) -> Tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def picture_writer(out: Path, dataset, model, names: Tuple[str, ...] = (), frame_count: int = 8):
-    """Writes `pictures/<video_id>.png`: each explainer's map (those in `names`, in that order,
-    or all) on `frame_count` evenly spaced frames of the clip."""
-
-    def write(index, frames, boxes, drawn) -> None:
-        if names:
-            by_name = {row[0]: row for row in drawn}
-            unknown = [name for name in names if name not in by_name]
-            if unknown:
-                raise ConfigError(f"--picture-explainers: no explainer {unknown[0]!r}; there are {', '.join(by_name)}")
-            drawn = [by_name[name] for name in names]
-        frames = frames.numpy()
-        step = max(1, frames.shape[0] // frame_count)
-        chosen = list(range(0, frames.shape[0], step))[:frame_count]
-        record = dataset.records[index]
-        title = f"video {record.video_id}, class {model.spec.class_name(record.label)}"
-        rows = [(name, volume.numpy(), None if profile is None else profile.numpy()) for name, volume, profile in drawn]
-        sheet = explanation_sheet(frames, rows, chosen, boxes, title)
-        (out / "pictures").mkdir(parents=True, exist_ok=True)
-        sheet.save(out / "pictures" / f"{record.video_id}.png")
-
-    return write
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed `args` describe; write and print its table."""
-    settings = settings_of(args)
-    require_captum()  # before any work: the peer explainers are half of the table
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with torch_threads(args.threads):
-        model = load_stabn(args.checkpoint, device)
-        baseline = reference = None
-        if args.baseline_checkpoint is not None:
-            baseline = load_baseline(args.baseline_checkpoint, device)
-            _warn_if_other_clips(args.baseline_checkpoint, baseline, args.checkpoint, model)
-        if args.reference_checkpoint is not None:
-            reference = load_stabn(args.reference_checkpoint, device)
-            _warn_if_other_clips(args.reference_checkpoint, reference, args.checkpoint, model)
-        dataset, truth = open_split(args.data, settings.split, model.spec, settings.videos)
-        out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "explain"
-        pictures = picture_writer(out, dataset, model, _names(args.picture_explainers), args.picture_frames)
-        summary = run_benchmark(model, dataset, truth, settings, baseline, reference=reference, pictures=pictures)
-        summary["attention_statistics"] = attention_statistics(model, dataset, truth, settings.videos)
-    summary["model"]["checkpoint"] = str(args.checkpoint)
-    if baseline is not None:
-        summary["baseline"]["checkpoint"] = str(args.baseline_checkpoint)
-    if reference is not None:
-        summary["reference"]["checkpoint"] = str(args.reference_checkpoint)
-    summary["data"] = str(args.data)
-    summary["settings"]["device"] = device.type
-    text = write_reports(out, summary)
+    out, text = benchmark_checkpoints(
+        settings_of(args),
+        checkpoint=args.checkpoint,
+        data=args.data,
+        baseline_checkpoint=args.baseline_checkpoint,
+        reference_checkpoint=args.reference_checkpoint,
+        out=args.out,
+        device=args.device,
+        threads=args.threads,
+        picture_explainers=_names(args.picture_explainers),
+        picture_frames=args.picture_frames,
+        warn=_warn,
+    )
     print(text, end="")
     print(f"wrote {out / 'explain.json'} and {out / 'explain.md'}")
     return 0

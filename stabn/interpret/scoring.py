@@ -12,26 +12,27 @@ and the temporal hit.
 - Temporal hit: the frame of peak temporal attention lies inside the event window.
 - Temporal energy: the share of a temporal profile's mass inside the event window.
 
-`bootstrap_interval` gives a percentile interval of any of them over videos; the explanation
-benchmark (`stabn.interpret.benchmark`) reports every figure with one.
+`score_video` gives them all for one video's explanation, deletion / insertion against the
+video's own random voxel order (`random_voxel_order`, which also breaks the ties of the
+explanation's order), the same however the videos are split over ranks; eval.py sums them
+over videos (`stabn.interpret.eval_metrics`). `bootstrap_interval` gives a percentile interval
+of any of them over videos; the explanation benchmark (`stabn.interpret.benchmark`) reports
+every figure with one.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from stabn.data import FrameClipDataset, center_crop_offset
-from stabn.models import STABNOutput, is_stabn, model_spec
-
-log = logging.getLogger(__name__)
+from stabn.models import STABNOutput
 
 Box = Optional[Sequence[float]]
 
@@ -197,85 +198,93 @@ def target_probability(model, target: int, batch_size: Optional[int] = None) -> 
     return prob
 
 
-def _ground_truth(cfg) -> Optional[Dict[str, Any]]:
-    path = (
-        Path(cfg.data.ground_truth)
-        if cfg.data.ground_truth
-        else Path(cfg.data.frames_root).parent / "ground_truth.json"
-    )
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+# Streams of numpy's generator per (seed, stream, video): one per use, so that no two uses draw
+# the same numbers.
+RANDOM_VOLUME_STREAM, RANDOM_ORDER_STREAM, NOISE_STREAM = 0, 1, 2
 
 
-@torch.no_grad()
-def explanation_metrics(model, cfg, dataset, ctx) -> Dict[str, Any]:
-    """The metrics over the first `eval.explain_videos` videos of `dataset` (their middle
-    clip, centre crop), split over ranks and summed; ground-truth metrics where the data
-    has a ground_truth.json (the synthetic set)."""
-    import torch.distributed as dist
+def video_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    """Numpy's generator of stream `stream` for video `index`: the same for a video however
+    the videos are split over ranks."""
+    return np.random.default_rng([seed, stream, index])
 
-    # Decided before the loop, the same on every rank: a rank leaving it early would leave
-    # the others waiting in the all-reduce.
-    if not is_stabn(model):
-        return {}
-    truth = _ground_truth(cfg)
-    spec = model_spec(model)
-    e = cfg.eval
-    S = cfg.data.frame_size
-    view = dataset.centre_view
-    count = min(e.explain_videos, len(dataset))
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    # sums: deletion, insertion, random deletion, random insertion, videos,
-    #       pointing hits, pointing frames, temporal hits, temporal videos
-    sums = torch.zeros(9, dtype=torch.float64)
-    model.eval()
-    for index in range(ctx.rank, count, ctx.world_size):
-        item = dataset[index]
-        if not isinstance(item, tuple):
-            continue  # skipped as corrupt
-        views, label, _ = item
-        clip = spec.normalize(views[view : view + 1].to(ctx.device))[0]
-        out = model(clip.unsqueeze(0))
-        target = int(out.logits.argmax())
-        saliency = saliency_volume(out.spatial_attention[0], out.temporal_attention[0], (S, S))
-        prob = target_probability(model, target)
-        order = saliency.flatten().argsort(descending=True, stable=True)
-        random_order = torch.randperm(order.numel(), generator=gen).to(order.device)
-        for offset, o in ((0, order), (2, random_order)):
-            deletion, insertion = deletion_insertion(prob, clip, o, e.explain_steps)
-            sums[offset] += auc(deletion)
-            sums[offset + 1] += auc(insertion)
-        sums[4] += 1
 
-        record = dataset.records[index]
-        gt = truth.get(record.video_id) if truth else None
-        if gt is None:
-            continue
-        in_event, boxes = clip_ground_truth(dataset, index, gt, view)  # the middle view is the centre crop
-        hits, total = pointing_game(saliency, boxes, in_event)
-        sums[5] += hits
-        sums[6] += total
-        sums[7] += temporal_hit(out.temporal_attention[0], in_event)
-        sums[8] += 1
-    if dist.is_available() and dist.is_initialized():
-        sums = sums.to(ctx.device) if dist.get_backend() == "nccl" else sums
-        dist.all_reduce(sums)
-        sums = sums.cpu()
-    n = max(sums[4].item(), 1)
-    result: Dict[str, Any] = {
-        "videos": int(sums[4]),
-        "steps": e.explain_steps,
-        "deletion_auc": sums[0].item() / n,
-        "insertion_auc": sums[1].item() / n,
-        "random_deletion_auc": sums[2].item() / n,
-        "random_insertion_auc": sums[3].item() / n,
-    }
-    if sums[8] > 0:
-        result["pointing_game"] = sums[5].item() / max(sums[6].item(), 1)
-        result["pointing_frames"] = int(sums[6])
-        result["temporal_hit"] = sums[7].item() / sums[8].item()
-    return result
+def random_voxel_order(seed: int, index: int, numel: int) -> Tensor:
+    """The random voxel order of video `index`: a permutation of its `numel` flat voxel indices."""
+    return torch.from_numpy(video_rng(seed, RANDOM_ORDER_STREAM, index).permutation(numel))
+
+
+def saliency_order(volume: Tensor, random_order: Tensor) -> Tensor:
+    """Voxels of `volume` by decreasing saliency, ties in the order of `random_order` (flat
+    indices), so that a flat map is not read in raster order."""
+    random_order = random_order.to(volume.device)
+    shuffled = volume.flatten()[random_order]
+    return random_order[shuffled.argsort(descending=True, stable=True)]
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """What deletion / insertion of one clip needs."""
+
+    prob: Callable[[Tensor], Tensor]  # batch of clips -> target probability (`target_probability`)
+    clip: Tensor  # [3, T, H, W], normalised
+    random_order: Tensor  # flat voxel indices (`random_voxel_order`)
+    steps: int
+
+
+class VideoScore(NamedTuple):
+    """One video's figures for one explanation; None where not applicable."""
+
+    deletion_auc: Optional[float] = None  # None: no AUC wanted
+    insertion_auc: Optional[float] = None
+    random_deletion_auc: Optional[float] = None  # None: the random order's not wanted
+    random_insertion_auc: Optional[float] = None
+    pointing_hits: Optional[int] = None  # None: no ground truth
+    pointing_frames: Optional[int] = None
+    energy_in_box: Optional[float] = None  # mean over the scored frames; None: none scored
+    event_frames: Optional[int] = None  # clip frames in the event window; None: no ground truth
+    temporal_hit: Optional[bool] = None  # None: no ground truth or no temporal profile
+    temporal_energy: Optional[float] = None
+
+
+def score_video(
+    volume: Tensor,
+    profile: Optional[Tensor],
+    *,
+    in_event: Optional[Sequence[bool]] = None,
+    boxes: Optional[Sequence[Box]] = None,
+    perturbation: Optional[Perturbation] = None,
+    with_random: bool = False,
+) -> VideoScore:
+    """Score one video's explanation: `volume` [T, H, W] and temporal `profile` [T] (or None),
+    against the clip's ground truth (`clip_ground_truth`'s `in_event` and `boxes`, or None),
+    and, given a `perturbation`, by deletion / insertion in `saliency_order` (with the random
+    order's own AUCs where `with_random`)."""
+    figures: Dict[str, Any] = {}
+    if perturbation is not None:
+        order = saliency_order(volume, perturbation.random_order)
+        figures["deletion_auc"], figures["insertion_auc"] = _aucs(perturbation, order)
+        if with_random:
+            figures["random_deletion_auc"], figures["random_insertion_auc"] = _aucs(
+                perturbation, perturbation.random_order
+            )
+    if in_event is not None and boxes is not None:
+        hits, frames = pointing_game(volume, boxes, in_event)
+        figures.update(pointing_hits=hits, pointing_frames=frames, event_frames=sum(map(bool, in_event)))
+        if frames:
+            figures["energy_in_box"] = float(np.mean(energy_in_box(volume, boxes, in_event)))
+        if profile is not None:
+            figures["temporal_hit"] = temporal_hit(profile, in_event)
+            figures["temporal_energy"] = temporal_energy(profile, in_event)
+    return VideoScore(**figures)
+
+
+def _aucs(perturbation: Perturbation, order: Tensor) -> Tuple[float, float]:
+    """Deletion and insertion AUC of `perturbation`'s clip in voxel `order`."""
+    p = perturbation
+    with torch.no_grad():
+        deletion, insertion = deletion_insertion(p.prob, p.clip, order.to(p.clip.device), p.steps)
+    return auc(deletion), auc(insertion)
 
 
 def _shift(box: Box, x0: int, y0: int) -> Box:

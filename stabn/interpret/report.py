@@ -1,0 +1,101 @@
+"""The explanation benchmark's reports: explain.json, explain.md (the table, one row per
+explainer, and what it was measured on) and the side-by-side pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from stabn.errors import ConfigError, PathLike
+from stabn.fileio import atomic_write_text
+from stabn.interpret.benchmark import METRICS, TABLE_METRICS
+from stabn.interpret.explainers import BASELINE, REFERENCE, STABN
+from stabn.interpret.visualize import explanation_sheet
+
+
+def cell(figure: Optional[Dict[str, Any]]) -> str:
+    """``0.81 [0.77, 0.85]``, or ``—`` where the figure is not applicable."""
+    if not figure or figure.get("value") is None:
+        return "—"
+    return f"{figure['value']:.2f} [{figure['low']:.2f}, {figure['high']:.2f}]"
+
+
+def markdown_table(summary: Dict[str, Any]) -> str:
+    """The figures as a Markdown table, one row per explainer, and a few lines saying what
+    they were measured on."""
+    settings = summary["settings"]
+    shown = METRICS[:TABLE_METRICS]
+    lines = [
+        "| explainer | " + " | ".join(title for _, title in shown) + " |",
+        "| --- | " + " | ".join("---" for _ in shown) + " |",
+    ]
+    for name, figures in summary["explainers"].items():
+        lines.append(f"| {name} | " + " | ".join(cell(figures[key]) for key, _ in shown) + " |")
+    percent = round(100 * settings["confidence"])
+    auc_part = (
+        f"deletion / insertion: the first {summary['auc_videos']}, {settings['steps']} steps"
+        if summary["auc_videos"]
+        else "no deletion / insertion"
+    )
+    lines += [
+        "",
+        f"{summary['videos']} videos of `{settings['split']}` ({auc_part}); {percent}% percentile bootstrap "
+        f"intervals over videos ({settings['bootstrap']} resamples, seed {settings['seed']}).",
+    ]
+    for key, title in ((STABN, "model"), (REFERENCE, "reference"), (BASELINE, "baseline")):
+        info = summary.get(title)
+        if not info:
+            continue
+        first = next((f for f in summary["explainers"].values() if f["model"] == key), None)
+        line = f"{title.capitalize()}: {info['name']}, centre-clip accuracy {info['accuracy']:.2f}"
+        if first is not None and first["random_deletion_auc"]["value"] is not None:
+            line += (
+                f"; random voxel order: deletion AUC {cell(first['random_deletion_auc'])}, "
+                f"insertion AUC {cell(first['random_insertion_auc'])}"
+            )
+        lines.append(line + ".")
+    stats = summary.get("attention_statistics")
+    if stats:
+        lines += ["", "ST-ABN's maps (`stabn.interpret.diagnose`): " + ", ".join(
+            f"{key} {value:.3f}" for key, value in stats.items()) + "."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(out: PathLike, summary: Dict[str, Any]) -> str:
+    """explain.json and explain.md under `out`; returns the Markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "explain.json", json.dumps(summary, indent=2) + "\n")
+    text = markdown_table(summary)
+    atomic_write_text(out / "explain.md", text)
+    return text
+
+
+def picture_writer(
+    out: Path, dataset: Any, model: Any, names: Tuple[str, ...] = (), frame_count: int = 8
+) -> Callable[[int, torch.Tensor, Sequence, List[tuple]], None]:
+    """The explanation benchmark's `pictures`: writes `pictures/<video_id>.png` under `out`,
+    each explainer's map (those in `names`, in that order, or all) on `frame_count` evenly
+    spaced frames of the clip (`explanation_sheet`)."""
+
+    def write(index: int, frames: torch.Tensor, boxes: Sequence, drawn: List[tuple]) -> None:
+        if names:
+            by_name = {row[0]: row for row in drawn}
+            unknown = [name for name in names if name not in by_name]
+            if unknown:
+                raise ConfigError(f"--picture-explainers: no explainer {unknown[0]!r}; there are {', '.join(by_name)}")
+            drawn = [by_name[name] for name in names]
+        frames = frames.numpy()
+        step = max(1, frames.shape[0] // frame_count)
+        chosen = list(range(0, frames.shape[0], step))[:frame_count]
+        record = dataset.records[index]
+        title = f"video {record.video_id}, class {model.spec.class_name(record.label)}"
+        rows = [(name, volume.numpy(), None if profile is None else profile.numpy()) for name, volume, profile in drawn]
+        sheet = explanation_sheet(frames, rows, chosen, boxes, title)
+        (out / "pictures").mkdir(parents=True, exist_ok=True)
+        sheet.save(out / "pictures" / f"{record.video_id}.png")
+
+    return write
