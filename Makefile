@@ -27,15 +27,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Synthetic data -> its check (python -m stabn.check) -> ST-ABN trained with torchrun (2 CPU
+# Synthetic data -> its check (stabn-check) -> ST-ABN trained with torchrun (2 CPU
 # processes, or one per GPU) -> evaluation with attention images and explanation metrics, all
 # under runs/quickstart/.
 QUICKSTART_EVAL := eval.num_clips=2 eval.num_crops=3 eval.save_attention=true eval.explain_metrics=true
 
 .PHONY: quickstart
 quickstart: $(STAMP)
-	test -f data/synthetic/ground_truth.json || $(PY) -m stabn.data.synthetic --out data/synthetic
-	$(PY) -m stabn.check --config configs/synthetic.yaml
+	test -f data/synthetic/ground_truth.json || $(VENV)/bin/stabn-synthetic --out data/synthetic
+	$(VENV)/bin/stabn-check --config configs/synthetic.yaml
 	$(PY) -m torch.distributed.run --standalone \
 	    --nproc_per_node=$$($(PY) -c "import torch; print(torch.cuda.device_count() or 2)") \
 	    train_ddp.py --config configs/synthetic.yaml
@@ -66,13 +66,13 @@ EXPLAIN_ORIGINAL := model.attention.spatial_gate=residual model.attention.fusion
 
 .PHONY: explain-benchmark
 explain-benchmark: $(STAMP)
-	test -f $(EXPLAIN_DATA)/ground_truth.json || $(PY) -m stabn.data.synthetic --out $(EXPLAIN_DATA) --size 128 --seed 1
+	test -f $(EXPLAIN_DATA)/ground_truth.json || $(VENV)/bin/stabn-synthetic --out $(EXPLAIN_DATA) --size 128 --seed 1
 	test -f $(EXPLAIN_RUNS)/stabn/checkpoint-final.pt || $(EXPLAIN_TRAIN) logdir=$(EXPLAIN_RUNS)/stabn
 	test -f $(EXPLAIN_RUNS)/original/checkpoint-final.pt || \
 	    $(EXPLAIN_TRAIN) logdir=$(EXPLAIN_RUNS)/original $(EXPLAIN_ORIGINAL)
 	test -f $(EXPLAIN_RUNS)/resnet18/checkpoint-final.pt || \
 	    $(EXPLAIN_TRAIN) logdir=$(EXPLAIN_RUNS)/resnet18 model.name=resnet18 $(EXPLAIN_ORIGINAL)
-	$(PY) -m stabn.bench explain --checkpoint $(EXPLAIN_RUNS)/stabn/checkpoint-final.pt \
+	$(VENV)/bin/stabn-bench explain --checkpoint $(EXPLAIN_RUNS)/stabn/checkpoint-final.pt \
 	    --reference-checkpoint $(EXPLAIN_RUNS)/original/checkpoint-final.pt \
 	    --baseline-checkpoint $(EXPLAIN_RUNS)/resnet18/checkpoint-final.pt \
 	    --data $(EXPLAIN_DATA) --steps 8 --out $(EXPLAIN_RUNS)/benchmark --pictures 4 \

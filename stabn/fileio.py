@@ -1,4 +1,4 @@
-"""Crash-safe file writes: a reader sees the old file or the new one, never half of one; and
+"""Crash-safe writes: a reader sees the old file or folder or the new one, never half of one; and
 writes the operating system refuses, reported as one line naming the file and the cause."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Tuple
 
@@ -91,3 +92,33 @@ def write_image(path: PathLike, image: Any, atomic: bool = True, **params: Any) 
     else:
         with writing(path), open(path, "wb") as f:
             f.write(buffer.getbuffer())
+
+
+def remove_path(path: PathLike) -> None:
+    """Remove the folder tree, file or symbolic link at `path`; nothing where there is none."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, *, suffix: str) -> Iterator[Path]:
+    """A new, empty folder `.<name><suffix>` beside `path` to fill inside the block, renamed to
+    `path` (replacing what is there) once the block ends: a reader, or a run after a crash, never
+    finds a half-written `path`. An error inside the block removes the unfinished folder; a
+    write the operating system refuses ends as one error naming the path (`writing`)."""
+    path = Path(path)
+    unfinished = path.parent / f".{path.name}{suffix}"
+    with writing(unfinished):
+        remove_path(unfinished)
+        unfinished.mkdir(parents=True)
+    try:
+        yield unfinished
+        with writing(path):
+            remove_path(path)
+            os.replace(unfinished, path)
+    except BaseException:
+        shutil.rmtree(unfinished, ignore_errors=True)
+        raise

@@ -1,6 +1,6 @@
 """Helpers shared by the test modules: where the repository and its fixtures are, how to launch
-the repository's commands in child processes, faults of the operating system made for real,
-the original's reference outputs, and small videos encoded with PyAV."""
+the repository's commands (its console scripts) in child processes, faults of the operating
+system made for real, the original's reference outputs, and small videos encoded with PyAV."""
 
 from __future__ import annotations
 
@@ -69,11 +69,19 @@ def tiny_run(data, logdir, *extra: str, workers: int = 0, epochs: int = 1) -> Li
     ]  # fmt: skip
 
 
-def run_module(module: str, args: Sequence[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m <module> <args>` from the repository root, its output captured as text."""
+def console_script(name: str) -> Path:
+    """The console script `name` (setup.py's entry points) of the environment running the tests."""
+    return Path(sys.executable).parent / name
+
+
+def run_console_script(
+    name: str, args: Sequence[str], timeout: float = 300, cwd=REPO, **kwargs
+) -> subprocess.CompletedProcess:
+    """The console script `name` (`stabn-check`, ...) run as a user runs it, from `cwd` (the
+    repository root unless given), its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=REPO,
+        [str(console_script(name)), *map(str, args)],
+        cwd=cwd,
         env=child_env(),
         capture_output=True,
         text=True,

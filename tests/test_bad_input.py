@@ -3,8 +3,8 @@ value at fault, exit code 2, no traceback, and nothing already written lost.
 
 `train_dp.py` and `eval.py` run for real, as subprocesses, on tiny data. Each pays for importing
 torch, so the `runs` fixture starts them all at once, a few at a time, and every test checks one
-result. `python -m stabn.bench` and `python -m stabn.data.synthetic` report errors themselves,
-without `run_cli`; they run in process here.
+result. `stabn-bench` and `stabn-synthetic` return their exit code (`run_command`) instead of
+exiting; they run in process here.
 """
 
 import concurrent.futures
@@ -25,12 +25,12 @@ from helpers import REPO, tiny_run
 from stabn.checkpoint import read_checkpoint, read_state_dict
 from stabn.commands.bench import main as bench_main
 from stabn.commands.common import stop_loader_workers
+from stabn.commands.make_synthetic import main as synthetic_main
 from stabn.config import load_config
-from stabn.data.synthetic import main as synthetic_main
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.eval_job import eval_job
-from stabn.engine.trainer import Trainer
+from stabn.engine.loop import Trainer
 from stabn.errors import ConfigError, DataError, error_message
 from stabn.models import build_model
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_module
+from helpers import run_console_script
 from stabn.commands.bench import main
 from stabn.data import read_label_file
 from stabn.perf.data_speed import make_frames
@@ -16,7 +16,7 @@ TINY += "--batch-size 2 --num-batches 2".split()
 
 
 def bench(*args):
-    return run_module("stabn.commands.bench", args, timeout=120)
+    return run_console_script("stabn-bench", args, timeout=120)
 
 
 def test_make_frames(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import run_module
+from helpers import run_console_script
 from stabn import build_model
 from stabn.commands.bench import main
 from stabn.perf.model_speed import peak_tflops
@@ -34,7 +34,7 @@ KEYS = {
 
 
 def bench(*args):
-    result = run_module("stabn.commands.bench", args, timeout=120)
+    result = run_console_script("stabn-bench", args, timeout=120)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.strip().splitlines()]
 

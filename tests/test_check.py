@@ -1,21 +1,19 @@
-"""`python -m stabn.check`: each input a job reads checked before it starts, in process; bad input
+"""`stabn-check`: each input a job reads checked before it starts, in process; bad input
 as one `error:` line and exit code 2 from a real process; and the launch scripts run the check
 before their launcher, stopping there on bad input."""
 
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 import torchvision
 
-from helpers import SYNTHETIC_CONFIG, child_env, file_size_limit, tiny_run
+from helpers import SYNTHETIC_CONFIG, file_size_limit, run_console_script, tiny_run
 from stabn.commands.check import main
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
-from stabn.engine.trainer import Trainer
+from stabn.engine.loop import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +83,7 @@ def test_first_frames_that_do_not_decode_or_are_too_small(run_check, data, tmp_p
 def test_config_errors(run_check, data, tmp_path):
     message = error_of(run_check(*training_args(data, tmp_path / "run", "train.epoch=1")))
     assert message == "command line: unknown config key 'train.epoch'; did you mean 'train.epochs'?"
-    assert error_of(run_check("train.epochs=1")).startswith("no --config given; usage: python -m stabn.check --config ")
+    assert error_of(run_check("train.epochs=1")).startswith("no --config given; usage: stabn-check --config ")
 
 
 def test_a_run_folder_that_cannot_be_written(run_check, data, tmp_path):
@@ -150,18 +148,8 @@ def test_resume_and_evaluation_checkpoints(run_check, data, tmp_path, caplog):
 
 @pytest.mark.slow
 def test_a_real_process_exits_2_with_one_line(data, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stabn.commands.check",
-            *map(str, training_args(data, tmp_path / "run", "train.epoch=1")),
-        ],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
+    proc = run_console_script(
+        "stabn-check", training_args(data, tmp_path / "run", "train.epoch=1"), cwd=tmp_path, timeout=120
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: command line: unknown config key 'train.epoch'; did you mean 'train.epochs'?\n"

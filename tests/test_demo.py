@@ -1,4 +1,4 @@
-"""`python -m stabn.demo` on small videos: what it prints and writes, and the one-line errors
+"""`stabn-demo` on small videos: what it prints and writes, and the one-line errors
 (exit code 2) of unusable videos and of a checkpoint without an attention branch."""
 
 import json
@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 
 import stabn
-from helpers import encode_video, lossless_codec, run_module, textured_frames, unusable_videos, write_jpeg_folder
+from helpers import (
+    encode_video,
+    lossless_codec,
+    run_console_script,
+    textured_frames,
+    unusable_videos,
+    write_jpeg_folder,
+)
 from stabn.checkpoint import save_checkpoint
 from stabn.commands.demo import main
 from stabn.data import clip_indices, eval_starts
@@ -57,7 +64,7 @@ def one_error_line(stderr: str, *names) -> str:
 def test_demo_prints_both_branches_and_writes_readable_pictures_and_the_numbers(demo_inputs, tmp_path):
     d = demo_inputs
     out = tmp_path / "out"
-    proc = run_module("stabn.commands.demo", [d.video, "--checkpoint", d.abn, "--out", out, "--topk", "3"])
+    proc = run_console_script("stabn-demo", [d.video, "--checkpoint", d.abn, "--out", out, "--topk", "3"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The same frames as a folder give the same prediction (in this process: up to threading).
     expected = stabn.predict(stabn.load_pretrained(d.abn), d.root / "frames", topk=3)
@@ -94,7 +101,7 @@ def test_demo_prints_both_branches_and_writes_readable_pictures_and_the_numbers(
 def test_a_checkpoint_without_attention_gets_predictions_and_json_then_one_error_line(demo_inputs, tmp_path):
     d = demo_inputs
     out = tmp_path / "out"
-    proc = run_module("stabn.commands.demo", [d.video, "--checkpoint", d.baseline, "--out", out])
+    proc = run_console_script("stabn-demo", [d.video, "--checkpoint", d.baseline, "--out", out])
     assert proc.returncode == 2, proc.stderr[-3000:]
     one_error_line(proc.stderr, d.baseline, "no attention branch")
     expected = stabn.predict(stabn.load_pretrained(d.baseline), d.video)

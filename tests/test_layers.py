@@ -3,6 +3,7 @@ layers below, and no set of modules imports itself in a circle. The order of the
 written here and in the README's layout table."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,9 @@ from helpers import REPO
 
 # Bottom first. A module belongs to the first entry that is it or one of its packages.
 LAYERS = [
-    ("files and errors", ["stabn.version", "stabn.errors", "stabn.fileio", "stabn.checkpoint"]),
+    ("files and errors", ["stabn.version", "stabn.errors", "stabn.fileio", "stabn.checkpoint", "stabn.torch_compat"]),
     ("models, data and config", ["stabn.data", "stabn.models", "stabn.optim", "stabn.config"]),
-    ("engine and explain", ["stabn.engine", "stabn.interpret", "stabn.inference", "stabn.perf"]),
+    ("engine and explain", ["stabn.engine", "stabn.interpret", "stabn.inference", "stabn.perf", "stabn.video_report"]),
     ("commands", ["stabn.commands", "stabn"]),
 ]
 
@@ -121,7 +122,7 @@ def test_the_checks_find_what_they_look_for():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) == []
     assert layer_of("stabn.config") > layer_of("stabn.checkpoint")
-    assert layer_of("stabn.engine.trainer") > layer_of("stabn.config")
+    assert layer_of("stabn.engine.loop") > layer_of("stabn.config")
     assert layer_of("stabn") == len(LAYERS) - 1 and layer_of("stabn.data.synthetic") == 1
 
 
@@ -161,3 +162,19 @@ def test_the_schema_names_the_registry_s_models():
 
     assert tuple(MODEL_REGISTRY) == MODEL_NAMES
     assert tuple(DEPTHS) == MODEL_DEPTHS
+
+
+def test_the_readme_s_clip_path_names_real_files_and_functions():
+    """Each step of the README's "how a training clip flows" leads to a file of the package and
+    to a function or class defined in it."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("How a training clip flows") :]
+    steps = [line for line in section.splitlines()[1:12] if line[:1].isdigit()]
+    assert len(steps) == 7, steps
+    for step in steps:
+        for path, name in re.findall(r"`([\w/]+\.py)` `([\w.]+)`", step):
+            source = (REPO / "stabn" / path).read_text()
+            cls, _, method = name.partition(".")
+            assert re.search(rf"^(class|def) {cls}\b", source, re.M), f"{path} defines no {cls}"
+            if method:
+                assert re.search(rf"^    def {method}\b", source, re.M), f"{path}: {cls} has no {method}"

@@ -11,8 +11,11 @@ from PIL import Image
 
 av = pytest.importorskip("av", reason="PyAV (pip install -e .[prep]) is needed to make test videos")
 
-from helpers import file_size_limit, run_module  # noqa: E402
-from stabn.data import prepare_ssv2 as prep  # noqa: E402
+from helpers import file_size_limit, run_console_script  # noqa: E402
+from stabn.commands.prepare_ssv2 import main as prepare_main  # noqa: E402
+from stabn.data.ssv2_annotations import LABELS_FILE, SPLIT_FILES  # noqa: E402
+from stabn.data.ssv2_frames import prepare_ssv2  # noqa: E402
+from stabn.data.video import short_side_size  # noqa: E402
 from stabn.errors import DataError, StabnError  # noqa: E402
 
 W, H = 64, 48
@@ -53,10 +56,10 @@ def entry(vid, template):
 
 def write_annos(anno: Path, train=TRAIN, val=VAL, test=TEST) -> None:
     anno.mkdir(parents=True, exist_ok=True)
-    (anno / prep.LABELS_FILE).write_text(json.dumps(LABELS))
-    (anno / prep.SPLIT_FILES["train"]).write_text(json.dumps([entry(v, t) for v, t, _ in train]))
-    (anno / prep.SPLIT_FILES["val"]).write_text(json.dumps([entry(v, t) for v, t, _ in val]))
-    (anno / prep.SPLIT_FILES["test"]).write_text(json.dumps([{"id": v} for v, _ in test]))
+    (anno / LABELS_FILE).write_text(json.dumps(LABELS))
+    (anno / SPLIT_FILES["train"]).write_text(json.dumps([entry(v, t) for v, t, _ in train]))
+    (anno / SPLIT_FILES["val"]).write_text(json.dumps([entry(v, t) for v, t, _ in val]))
+    (anno / SPLIT_FILES["test"]).write_text(json.dumps([{"id": v} for v, _ in test]))
 
 
 @pytest.fixture
@@ -73,7 +76,7 @@ def dataset(tmp_path):
 def run(dataset, **kw):
     videos, anno, out = dataset
     kw.setdefault("workers", 1)
-    return prep.prepare_ssv2(videos, anno, out, progress=False, **kw)
+    return prepare_ssv2(videos, anno, out, progress=False, **kw)
 
 
 def frame_files(out: Path, vid: str):
@@ -146,7 +149,7 @@ def test_failed_videos_reported_and_others_continue(dataset, capsys):
         train=TRAIN + [("12", "Holding [something]", 0), ("13", "Holding [something]", 0)],
         val=VAL + [("21", "Holding [something]", 0)],
     )
-    rc = prep.main(
+    rc = prepare_main(
         ["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out), "--workers", "1", "--no-progress"]
     )
     assert rc == 1
@@ -174,17 +177,17 @@ def test_a_full_disk_stops_the_run_and_the_same_command_finishes_it(dataset, cap
     videos, anno, out = dataset
     args = ["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out), "--workers", "1",
             "--no-progress"]  # fmt: skip
-    assert prep.main([*args, "--limit", "1"]) == 0  # videos 10, 20 and 30
+    assert prepare_main([*args, "--limit", "1"]) == 0  # videos 10, 20 and 30
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
     with file_size_limit(300):  # a frame takes about 700 bytes
-        rc = prep.main(args)
+        rc = prepare_main(args)
     err = capsys.readouterr().err
     assert rc == 75, err
     assert err == f"error: cannot write {out / 'frames' / '.11.partial' / '000001.jpg'}: file too large\n"
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(os.listdir(out / "frames")) == ["10", "20", "30"]
-    assert prep.main(args) == 0
+    assert prepare_main(args) == 0
     assert (out / "train_videofolder.txt").read_text() == "10 8 1\n11 6 2\n"
     assert frame_files(out, "11") == [f"{i:06d}.jpg" for i in range(1, 7)]
 
@@ -237,18 +240,18 @@ def test_template_not_in_labels_names_file_and_id(dataset):
 def test_bad_input_exits_2(dataset, capsys, breakage):
     videos, anno, out = dataset
     if breakage == "missing_labels":
-        (anno / prep.LABELS_FILE).unlink()
-        expect = prep.LABELS_FILE
+        (anno / LABELS_FILE).unlink()
+        expect = LABELS_FILE
     elif breakage == "missing_val":  # train and validation are required; test is not
-        (anno / prep.SPLIT_FILES["val"]).unlink()
-        expect = prep.SPLIT_FILES["val"]
+        (anno / SPLIT_FILES["val"]).unlink()
+        expect = SPLIT_FILES["val"]
     elif breakage == "not_a_list":
-        (anno / prep.SPLIT_FILES["train"]).write_text('{"id": "10"}')
-        expect = prep.SPLIT_FILES["train"]
+        (anno / SPLIT_FILES["train"]).write_text('{"id": "10"}')
+        expect = SPLIT_FILES["train"]
     else:
         videos = videos.parent / "nowhere"
         expect = "video directory not found"
-    rc = prep.main(
+    rc = prepare_main(
         ["--video-dir", str(videos), "--anno-dir", str(anno), "--out-dir", str(out), "--workers", "1", "--no-progress"]
     )
     err = capsys.readouterr().err
@@ -263,19 +266,19 @@ def test_missing_pyav_gives_install_hint(dataset, monkeypatch):
 
 
 def cli(*args):
-    return run_module("stabn.data.prepare_ssv2", args, timeout=120)
+    return run_console_script("stabn-prepare-ssv2", args, timeout=120)
 
 
 @pytest.mark.slow
 def test_cli_malformed_json_one_line_error(dataset):
     videos, anno, out = dataset
-    (anno / prep.SPLIT_FILES["val"]).write_text('[{"id": "20", ')
+    (anno / SPLIT_FILES["val"]).write_text('[{"id": "20", ')
     p = cli("--video-dir", videos, "--anno-dir", anno, "--out-dir", out)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: malformed JSON")
-    assert prep.SPLIT_FILES["val"] in lines[0]
+    assert SPLIT_FILES["val"] in lines[0]
 
 
 @pytest.mark.slow
@@ -295,7 +298,7 @@ def test_cli_end_to_end_parallel(dataset):
 
 def test_test_annotations_are_optional(dataset):
     videos, anno, out = dataset
-    (anno / prep.SPLIT_FILES["test"]).unlink()
+    (anno / SPLIT_FILES["test"]).unlink()
     s = run(dataset)
     assert s.ok and s.done == 3 and s.missing_splits == ["test"]
     assert (out / "train_videofolder.txt").read_text() == "10 8 1\n11 6 2\n"
@@ -305,7 +308,7 @@ def test_test_annotations_are_optional(dataset):
 
 def test_short_side_resizes_every_frame(dataset):
     out = dataset[2]
-    assert prep.short_side_size(427, 240, 256) == (455, 256) and prep.short_side_size(48, 64, 32) == (32, 43)
+    assert short_side_size(427, 240, 256) == (455, 256) and short_side_size(48, 64, 32) == (32, 43)
     s = run(dataset, short_side=32)
     assert s.ok and s.done == 4
     for vid, n in N_FRAMES.items():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, SYNTHETIC_CONFIG, child_env, tiny_run
+from helpers import REPO, SYNTHETIC_CONFIG, child_env, console_script, tiny_run
 from stabn.config import load_config
 from stabn.data.synthetic import make_synthetic_dataset
 
@@ -216,11 +216,11 @@ def test_dockerignore_keeps_bulky_folders_out_of_the_build_context():
 
 # --- the launch scripts check their inputs before they launch ----------------------------
 
-# Stand-ins first on PATH: `python` runs the real check and records anything else, torchrun
-# records its arguments and error file (writing a root cause's errorCode there when asked, as
-# torchrun does), srun runs its command, scontrol names one node and records a requeue.
+# Stand-ins first on PATH, then the console scripts of the environment running the tests (the
+# real stabn-check): `python` records its arguments, torchrun records its arguments and error
+# file (writing a root cause's errorCode there when asked, as torchrun does), srun runs its
+# command, scontrol names one node and records a requeue.
 FAKE_PYTHON = """#!/bin/sh
-if [ "$1" = "-m" ] && [ "$2" = "stabn.check" ]; then exec "$REAL_PYTHON" "$@"; fi
 echo "python $*" >> "$FAKE_LOG"
 """
 FAKE_TORCHRUN = """#!/bin/sh
@@ -252,9 +252,10 @@ def launcher(tmp_path):
 
     def run(script, *args, **env):
         log.write_text("")
+        path = os.pathsep.join([str(bindir), str(console_script("stabn-check").parent), os.environ["PATH"]])
         full_env = child_env(
-            PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", REAL_PYTHON=sys.executable, FAKE_LOG=str(log),
-            SLURM_JOB_ID="1234", SLURM_JOB_NODELIST="node001", SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0", **env
+            PATH=path, FAKE_LOG=str(log), SLURM_JOB_ID="1234", SLURM_JOB_NODELIST="node001", SLURM_JOB_NUM_NODES="1",
+            SLURM_NODEID="0", **env
         )  # fmt: skip
         proc = subprocess.run([str(REPO / "script_local" / script), *args], env=full_env, capture_output=True,
                               text=True, timeout=120)  # fmt: skip

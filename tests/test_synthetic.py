@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import run_module
-from stabn.data import synthetic
+from helpers import run_console_script
+from stabn.data import synthetic_video
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
 from stabn.errors import DataError
 
@@ -91,9 +91,9 @@ def test_boxes_null_exactly_when_invisible(dataset):
     for _vid, g in _truth(dataset).items():
         first, last = g["event"]
         hidden = [t for t, box in enumerate(g["boxes"]) if box is None]
-        if g["label"] == synthetic.APPEARING:
+        if g["label"] == synthetic_video.APPEARING:
             assert hidden == list(range(first))
-        elif g["label"] == synthetic.DISAPPEARING:
+        elif g["label"] == synthetic_video.DISAPPEARING:
             # Fully faded on the event's last frame, gone after it.
             assert hidden == list(range(last - 1, ARGS["frames"]))
         else:
@@ -107,12 +107,12 @@ def _centres(g: dict) -> np.ndarray:
 @pytest.mark.parametrize(
     "label, coord, sign",
     [
-        (synthetic.LEFT_TO_RIGHT, 0, 1),
-        (synthetic.RIGHT_TO_LEFT, 0, -1),
-        (synthetic.TOP_TO_BOTTOM, 1, 1),
-        (synthetic.BOTTOM_TO_TOP, 1, -1),
-        (synthetic.APPROACHING, 2, 1),
-        (synthetic.RECEDING, 2, -1),
+        (synthetic_video.LEFT_TO_RIGHT, 0, 1),
+        (synthetic_video.RIGHT_TO_LEFT, 0, -1),
+        (synthetic_video.TOP_TO_BOTTOM, 1, 1),
+        (synthetic_video.BOTTOM_TO_TOP, 1, -1),
+        (synthetic_video.APPROACHING, 2, 1),
+        (synthetic_video.RECEDING, 2, -1),
     ],
 )
 def test_classes_differ_in_direction(dataset, label, coord, sign):
@@ -144,9 +144,9 @@ def test_target_visible_inside_its_box(dataset):
     # moving videos (first frame, where the target sits, vs last, when it has moved away).
     for vid, g in truth.items():
         boxes = g["boxes"]
-        if g["label"] == synthetic.APPEARING:
+        if g["label"] == synthetic_video.APPEARING:
             box, on, off = boxes[-1], len(boxes) - 1, 0
-        elif g["label"] in (synthetic.LEFT_TO_RIGHT, synthetic.TOP_TO_BOTTOM):
+        elif g["label"] in (synthetic_video.LEFT_TO_RIGHT, synthetic_video.TOP_TO_BOTTOM):
             box, on, off = boxes[0], 0, len(boxes) - 1
         else:
             continue
@@ -159,7 +159,7 @@ def test_target_visible_inside_its_box(dataset):
 
 def test_render_matches_ground_truth_box():
     # The target is the most saturated thing in its box and is drawn where the box says.
-    video, event, boxes = synthetic.render_video(0, 5, synthetic.LEFT_TO_RIGHT, 8, 64)
+    video, event, boxes = synthetic_video.render_video(0, 5, synthetic_video.LEFT_TO_RIGHT, 8, 64)
     assert video.shape == (8, 64, 64, 3) and video.dtype == np.uint8
     for t, box in enumerate(boxes):
         x0, y0, x1, y1 = box
@@ -188,7 +188,7 @@ def test_bad_arguments_raise_data_error(tmp_path, kwargs):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return run_module("stabn.data.synthetic", args, timeout=120)
+    return run_console_script("stabn-synthetic", args, timeout=120)
 
 
 @pytest.mark.slow
@@ -234,7 +234,7 @@ def test_cli_bad_argument_one_line_exit_2(tmp_path, bad):
 def test_videos_without_distractors_change_only_where_the_target_is():
     """`distractors=False` (for diagnosis): outside the target's boxes only the sensor noise
     changes between frames; with the distractors (the default) something else moves."""
-    from stabn.data.synthetic import render_video
+    from stabn.data.synthetic_video import render_video
 
     def outside_change(distractors):
         video, _, boxes = render_video(seed=0, index=3, label=0, frames=8, size=64, distractors=distractors)

@@ -38,7 +38,7 @@ from stabn.data.synthetic import make_synthetic_dataset
 from stabn.engine.distributed import DistContext
 from stabn.engine.eval_job import eval_job
 from stabn.engine.events import EventsWriter
-from stabn.engine.trainer import Trainer
+from stabn.engine.loop import Trainer
 from stabn.errors import REFUSED_EXIT_CODE, OutputPathError, WriteRefused, write_error
 from stabn.fileio import atomic_write_text
 from stabn.interpret.visualize import save_gif, save_png
@@ -155,7 +155,7 @@ def test_events_are_readable_by_tensorboard(tmp_path):
 
 
 def test_synthetic_data_on_a_full_disk(tmp_path, capsys):
-    from stabn.data.synthetic import main
+    from stabn.commands.make_synthetic import main
 
     out = tmp_path / "data"
     with file_size_limit(300):  # a 32 px JPEG takes about 1 kB

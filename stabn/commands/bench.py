@@ -1,4 +1,4 @@
-"""``python -m stabn.bench <benchmark> [options]``: one subcommand per benchmark."""
+"""``stabn-bench <benchmark> [options]``: one subcommand per benchmark."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 from typing import Optional, Sequence
 
 from stabn.commands import bench_cost, bench_explain, bench_loader, bench_speed
-from stabn.errors import ReportedError, report_error
+from stabn.commands.common import CommandParser, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stabn.bench", description=__doc__)
+    parser = CommandParser(prog="stabn-bench", description=__doc__)
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     loader_parser = subparsers.add_parser(
         "loader", help="data path throughput against decoding alone", description=bench_loader.__doc__
@@ -43,12 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except ReportedError as e:
-        return report_error(e)
+    """Run the benchmark `argv` names; return its exit code (`run_command`)."""
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from stabn.commands.bench_speed import attention_options
 from stabn.errors import ConfigError
 from stabn.models import MODEL_NAMES
 from stabn.perf.model_cost import model_cost
-from stabn.commands.bench_speed import attention_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

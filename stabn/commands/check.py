@@ -1,9 +1,9 @@
-"""`python -m stabn.check`: the inputs of a training or evaluation job checked in seconds, before
+"""`stabn-check`: the inputs of a training or evaluation job checked in seconds, before
 torchrun starts its processes, so that bad input stops a job with one line and exit code 2
 rather than after start-up on every node, or as a failure a scheduler would retry.
 
-    python -m stabn.check --config C [--logdir D] [--resume R] [key=value ...]   # train_dp.py / train_ddp.py
-    python -m stabn.check --eval --logdir D [--checkpoint C] [key=value ...]     # eval.py
+    stabn-check --config C [--logdir D] [--resume R] [key=value ...]   # train_dp.py / train_ddp.py
+    stabn-check --eval --logdir D [--checkpoint C] [key=value ...]     # eval.py
 
 It takes the arguments of the command it goes before, and checks what that command would read
 and write: the config, the label files, that every frame folder exists, that the first frames
@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 from stabn.commands.common import eval_parser, parse_train_args, run_cli, setup_logging
 from stabn.engine.preflight import check_evaluation, check_training
 
-PROG = "python -m stabn.check"
+PROG = "stabn-check"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

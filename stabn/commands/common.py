@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the entry scripts: config parsing and error reporting."""
+"""Command-line plumbing shared by every command: argument parsing, logging, and the one path
+from an error to its `error: ...` line and exit code."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, NoReturn, Optional, Sequence
 
 from stabn.config import Config, load_config
-from stabn.errors import ConfigError, ReportedError, report_error
+from stabn.errors import ConfigError, ReportedError, StabnError, report_error
+from stabn.torch_compat import shut_down_loader_iterator
 
 
 def stop_loader_workers(error: BaseException) -> int:
@@ -21,13 +23,7 @@ def stop_loader_workers(error: BaseException) -> int:
     own shutdown sends its workers their stop signal, and the workers, which ignore SIGTERM
     (`data.loader.ignore_stop_signals`), then keep the exit waiting for ever.
 
-    It uses torch's private iterator class and its `_shutdown` / `_shutdown_workers`, there
-    being no public way; test_error_message_of_a_loader_worker_is_its_own fails loudly when
-    they change."""
-    try:
-        from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return 0
+    The shutdown is torch's private one (`stabn.torch_compat.shut_down_loader_iterator`)."""
     stopped, seen = 0, set()
     pending: List[Optional[BaseException]] = [error]
     while pending:
@@ -39,31 +35,47 @@ def stop_loader_workers(error: BaseException) -> int:
         tb = e.__traceback__
         while tb is not None:
             for value in list(tb.tb_frame.f_locals.values()):
-                if isinstance(value, _MultiProcessingDataLoaderIter) and not value._shutdown:
-                    try:
-                        value._shutdown_workers()
-                    except Exception:  # best effort: the error itself is what must come out
-                        continue
-                    stopped += 1
+                try:
+                    if shut_down_loader_iterator(value):
+                        stopped += 1
+                except Exception:  # best effort: the error itself is what must come out
+                    continue
             tb = tb.tb_next
     return stopped
 
 
-def run_cli(main: Callable[[], Optional[int]]) -> None:
-    """Run `main`; bad input ends as one `error: ...` line and exit code 2, a job that cannot go
-    on (`ReportedError`) as one line and exit code 1, no traceback."""
+def run_command(body: Callable[[], Optional[int]], *, interrupted: Optional[str] = None) -> int:
+    """Run a command's `body` and return its exit code: the body's own (None is 0), that of the
+    `ReportedError` it raised after printing the error's one line (2 for bad input, 75 for a
+    refused write, 1 for a job that could not go on), or 130 for Ctrl-C, after printing
+    `interrupted` (how to go on) where given. Anything else, a bug or SystemExit, goes through."""
     try:
-        code = main()
+        code = body()
     except ReportedError as e:
         stop_loader_workers(e)
-        sys.exit(report_error(e))
+        return report_error(e)
     except KeyboardInterrupt as e:
         stop_loader_workers(e)
-        sys.exit(130)
+        if interrupted:
+            print(interrupted, file=sys.stderr)
+        return 130
     except BaseException as e:  # a bug, or SystemExit: let it through, without hanging on workers
         stop_loader_workers(e)
         raise
-    sys.exit(code or 0)
+    return code or 0
+
+
+def run_cli(body: Callable[[], Optional[int]]) -> NoReturn:
+    """Run a command's `body` (`run_command`) and exit with its exit code."""
+    sys.exit(run_command(body))
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose usage errors (an unknown flag, a value that is no number) end as bad input
+    does: one `error: ...` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.exit(report_error(StabnError(message)))
 
 
 def setup_logging() -> None:
@@ -83,7 +95,7 @@ def setup_logging() -> None:
 
 
 def config_parser(description: str, prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = CommandParser(prog=prog, description=description)
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument("--logdir", help="run folder; same as logdir=...")
     parser.add_argument(
@@ -113,7 +125,7 @@ def parse_train_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] =
 
 def eval_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     """`eval.py`'s arguments."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=prog,
         description="Evaluate a checkpoint: Top-1/Top-5 of both branches, multi-view inference, attention images.",
     )

@@ -13,7 +13,7 @@ def main(launcher: str, argv: Optional[Sequence[str]] = None) -> None:
 
     def run() -> None:
         setup_logging()
-        from stabn.engine.trainer import train
+        from stabn.engine.loop import train
 
         train(parse_train_args(argv), launcher)
 

@@ -1,4 +1,4 @@
-"""Benchmarks, run as ``python -m stabn.bench <name>``; see ``--help``."""
+"""Speed and cost benchmarks (`stabn-bench loader | train | infer | cost`): the figures of docs/PERFORMANCE.md."""
 
 from __future__ import annotations
 

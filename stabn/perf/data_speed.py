@@ -80,6 +80,52 @@ def make_frames(
     return label_file
 
 
+class _LoaderPaths:
+    """The two paths the loader benchmark compares, over the same videos: the full one (items
+    as a DataLoader worker makes them, collated and normalised) and JPEG decoding alone."""
+
+    def __init__(self, dataset, batch_size: int, jitter, channel_order: str, seed: int, reuse_out: bool, backend):
+        self.dataset, self.batch_size, self.jitter = dataset, batch_size, jitter
+        self.channel_order, self.reuse_out, self.backend = channel_order, reuse_out, backend
+        self.mean, self.std = mean_std(channel_order)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.out: Optional[torch.Tensor] = None
+
+    def batch_indices(self, step: int) -> List[int]:
+        # Walk through the videos; in train mode every pass is a new epoch (new clips and crops).
+        first = step * self.batch_size
+        self.dataset.set_epoch(first // len(self.dataset))
+        return [(first + k) % len(self.dataset) for k in range(self.batch_size)]
+
+    def full(self, indices: List[int]) -> None:
+        batch = collate_clips(self.dataset.__getitems__(indices))  # as a DataLoader does
+        if self.reuse_out and (self.out is None or self.out.shape != batch.clips.shape):
+            self.out = torch.empty(batch.clips.shape)
+        out = self.out if self.reuse_out else None
+        normalize_batch(
+            batch.clips, self.mean, self.std, self.jitter, self.generator, channel_order=self.channel_order, out=out
+        )
+
+    def decode_only(self, indices: List[int]) -> None:
+        for i in indices:
+            for path in self.dataset.frame_paths(i):
+                read_jpeg(path, self.backend)
+
+    def interleaved_times(self, num_batches: int) -> Dict[str, float]:
+        """Seconds each path took over `num_batches` batches, measured in turns (which goes
+        first alternates) after one warm-up batch of each: file cache, allocator, lazy imports."""
+        times = {"full": 0.0, "decode_only": 0.0}
+        self.full(self.batch_indices(0))
+        self.decode_only(self.batch_indices(0))
+        for step in range(num_batches):
+            indices = self.batch_indices(step)
+            for name in ("full", "decode_only") if step % 2 == 0 else ("decode_only", "full"):
+                start = time.perf_counter()
+                getattr(self, name)(indices)
+                times[name] += time.perf_counter() - start
+        return times
+
+
 def benchmark_loader(
     frames_root: PathLike,
     label_file: PathLike,
@@ -116,43 +162,12 @@ def benchmark_loader(
     if len(dataset) == 0:
         raise DataError(f"{os.fspath(label_file)} lists no videos")
     jitter = JitterConfig(mode=jitter_mode) if mode == "train" else None
-    mean, std = mean_std(channel_order)
-    generator = torch.Generator().manual_seed(seed)
-    out: Optional[torch.Tensor] = None
-
-    def batch_indices(step: int) -> List[int]:
-        # Walk through the videos; in train mode every pass is a new epoch (new clips and crops).
-        first = step * batch_size
-        dataset.set_epoch(first // len(dataset))
-        return [(first + k) % len(dataset) for k in range(batch_size)]
-
-    def full(indices: List[int]) -> None:
-        nonlocal out
-        batch = collate_clips(dataset.__getitems__(indices))  # as a DataLoader does
-        if reuse_out and (out is None or out.shape != batch.clips.shape):
-            out = torch.empty(batch.clips.shape)
-        normalize_batch(
-            batch.clips, mean, std, jitter, generator, channel_order=channel_order, out=out if reuse_out else None
-        )
-
-    def decode_only(indices: List[int]) -> None:
-        for i in indices:
-            for path in dataset.frame_paths(i):
-                read_jpeg(path, backend)
-
-    times = {full: 0.0, decode_only: 0.0}
+    paths = _LoaderPaths(dataset, batch_size, jitter, channel_order, seed, reuse_out, backend)
     with torch_threads(1):
-        full(batch_indices(0))  # warm-up: file cache, allocator, lazy imports
-        decode_only(batch_indices(0))
-        for step in range(num_batches):
-            indices = batch_indices(step)
-            for fn in (full, decode_only) if step % 2 == 0 else (decode_only, full):
-                start = time.perf_counter()
-                fn(indices)
-                times[fn] += time.perf_counter() - start
+        times = paths.interleaved_times(num_batches)
     clips = batch_size * num_batches
-    clips_per_s = clips / times[full]
-    decode_clips_per_s = clips / times[decode_only]
+    clips_per_s = clips / times["full"]
+    decode_clips_per_s = clips / times["decode_only"]
     return {
         "clips_per_s": round(clips_per_s, 3),
         "decode_clips_per_s": round(decode_clips_per_s, 3),
