@@ -178,3 +178,15 @@ def test_the_readme_s_clip_path_names_real_files_and_functions():
             assert re.search(rf"^(class|def) {cls}\b", source, re.M), f"{path} defines no {cls}"
             if method:
                 assert re.search(rf"^    def {method}\b", source, re.M), f"{path}: {cls} has no {method}"
+
+
+def test_no_two_modules_share_a_name():
+    """No module has the name of another module or of a package: each name says one job."""
+    modules = package_modules()
+    packages = {name.rpartition(".")[2] for name, path in modules.items() if path.name == "__init__.py"}
+    by_name: Dict[str, List[str]] = {}
+    for name, path in modules.items():
+        if path.name not in ("__init__.py", "__main__.py"):
+            by_name.setdefault(name.rpartition(".")[2], []).append(name)
+    shared = {leaf: names for leaf, names in by_name.items() if len(names) > 1 or leaf in packages}
+    assert not shared, shared
