@@ -287,7 +287,7 @@ def test_the_command_writes_every_explainer_and_metric(bench_files, capsys):
     names = [
         "stabn_attention", "reference_stabn_attention", "attention_class_map", "gradcam_layer3", "gradcam_layer4",
         "baseline_gradcam_layer3", "baseline_gradcam_layer4", "input_gradient", "smoothgrad", "integrated_gradients",
-        "random", "centre",
+        "random", "centre", "uniform_in_time",
     ]  # fmt: skip
     assert list(summary["explainers"]) == names
     assert summary["videos"] == 5 and summary["auc_videos"] == 2
@@ -320,14 +320,42 @@ def test_the_command_writes_every_explainer_and_metric(bench_files, capsys):
                 continue
             assert figure["low"] - 1e-12 <= figure["value"] <= figure["high"] + 1e-12, (name, key, figure)
             assert figure["n"] == (2 if "deletion" in key or "insertion" in key else 5), (name, key)
-            if key in ("pointing_game", "energy_in_box", "temporal_hit", "temporal_energy"):
+            if key.startswith(("pointing", "energy", "temporal")):
                 assert 0.0 <= figure["low"] and figure["high"] <= 1.0, (name, key)
+    # A flat profile: each of the five clips' figures is its share of event frames, and AUROC 0.5.
+    uniform, share = summary["explainers"]["uniform_in_time"], event_shares(bench_files / "data", 5)
+    for key in ("temporal_hit", "temporal_energy", "temporal_iou"):
+        assert uniform[key]["value"] == pytest.approx(np.mean(share)), key
+    assert uniform["temporal_auroc"]["value"] == 0.5
+    assert summary["settings"]["sanity_explainers"] == ["stabn_attention", "gradcam_layer3"]
+    sanity = summary["sanity"]
+    assert sanity["videos"] == 5 and list(sanity["explainers"]) == ["stabn_attention", "gradcam_layer3"]
+    stages = ["fc", "layer4", "attention", "layer3", "layer2", "layer1", "stem"]
+    for name, row in sanity["explainers"].items():
+        assert row["model"] == "stabn" and list(row["stages"]) == stages, name
+        # A randomised Grad-CAM can be all zero, its correlation undefined: those videos are left out.
+        assert all(-1.0 <= figure["value"] <= 1.0 and 1 <= figure["n"] <= 5 for figure in row["stages"].values()), name
+    assert all(figure["n"] == 5 for figure in sanity["explainers"]["stabn_attention"]["stages"].values())
+    assert sanity["explainers"]["stabn_attention"]["stages"]["fc"]["value"] == 1.0  # the maps come before fc
+    tables = [table.splitlines() for table in (out / "explain.md").read_text().split("\n\n")]
     markdown = (out / "explain.md").read_text()
-    rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
-    assert [row.split(" | ")[0][2:] for row in rows[1:]] == names
-    assert all(row.count(" | ") == 8 for row in rows)
-    assert "| centre | " in markdown and "— | — |" in markdown
+    where, when, sanity_rows = tables[0], tables[1], tables[3]
+    assert [row.split(" | ")[0][2:] for row in where[2:]] == names
+    assert all(row.count(" | ") == 8 for row in where)
+    assert when[0] == "| explainer | temporal IoU ↑ | frame AUROC ↑ |"
+    assert [row.split(" | ")[0][2:] for row in when[2:]] == names and all(row.count(" | ") == 2 for row in when)
+    assert sanity_rows[0] == "| explainer | " + " | ".join(f"{stage} ↓" for stage in stages) + " |"
+    assert [row.split(" | ")[0][2:] for row in sanity_rows[2:]] == ["stabn_attention", "gradcam_layer3"]
+    assert "| centre | " in markdown and "— | — |" in markdown and "mass in window ↑" in where[0]
     assert markdown.splitlines()[0] in stdout
+
+
+def event_shares(data, videos):
+    """Each of the first `videos` validation videos' share of its (8, all in the clip) frames in
+    the event window."""
+    truth = json.loads((data / "ground_truth.json").read_text())
+    ids = [line.split()[0] for line in (data / "val.txt").read_text().splitlines()[:videos]]
+    return [(truth[i]["event"][1] - truth[i]["event"][0]) / 8 for i in ids]
 
 
 @pytest.mark.parametrize(
@@ -338,8 +366,18 @@ def test_the_command_writes_every_explainer_and_metric(bench_files, capsys):
         (lambda f: ["--split", "test"], "test.txt: no such label file"),
         (lambda f: ["--checkpoint", f / "data" / "val.txt"], "val.txt: not a PyTorch checkpoint"),
         (lambda f: ["--layers", "layer9"], "no layer 'layer9'"),
+        (lambda f: ["--sanity-explainers", "nothing"], "--sanity-explainers: no explainer 'nothing'"),
+        (lambda f: ["--sanity-videos", "-1"], "--sanity-videos must be >= 0"),
     ],
-    ids=["baseline-as-stabn", "no-data", "no-split", "not-a-checkpoint", "unknown-layer"],
+    ids=[
+        "baseline-as-stabn",
+        "no-data",
+        "no-split",
+        "not-a-checkpoint",
+        "unknown-layer",
+        "unknown-sanity",
+        "sanity-videos",
+    ],  # fmt: skip
 )
 def test_bad_input_is_one_line(bench_files, capsys, change, expected):
     args = {"--checkpoint": bench_files / "run" / "stabn.pt", "--data": bench_files / "data"}

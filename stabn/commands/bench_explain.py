@@ -1,10 +1,11 @@
 """How well explainers say where and when the target acts, on the same clips of the synthetic
 data: ST-ABN's attention, its attention branch's class map, Grad-CAM (of the ST-ABN and of a 3D
 ResNet baseline), input gradients, SmoothGrad, Integrated Gradients, a random volume and a
-centred Gaussian, scored by the pointing game, the energy in the target's box, the temporal
-hit and energy of the event window, and deletion / insertion AUC against a random voxel order,
-each with a 95% bootstrap interval over videos. Writes explain.json and explain.md and prints
-the table. The peer explainers need Captum: pip install -e .[explain].
+centred Gaussian (and the same with a flat temporal profile), scored by the pointing game, the
+energy in the target's box, the temporal hit, mass, IoU and per-frame AUROC of the event window,
+and deletion / insertion AUC against a random voxel order, each with a 95% bootstrap interval
+over videos; and the model-randomisation sanity check of chosen explainers. Writes explain.json
+and explain.md and prints the tables. The peer explainers need Captum: pip install -e .[explain].
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=_DEFAULTS.batch_size, help="clips a forward at most (default: 8)"
     )
     parser.add_argument(
+        "--sanity-explainers",
+        default=",".join(_DEFAULTS.sanity_explainers),
+        help="explainers of the model-randomisation sanity check, comma-separated "
+        f"(default: {','.join(_DEFAULTS.sanity_explainers)}; empty: none)",
+    )
+    parser.add_argument(
+        "--sanity-videos",
+        type=int,
+        default=_DEFAULTS.sanity_videos,
+        help=f"the sanity check on the first N videos (default: {_DEFAULTS.sanity_videos}; 0: none)",
+    )
+    parser.add_argument(
         "--pictures", type=int, default=_DEFAULTS.pictures, help="pictures of every explainer for the first N videos"
     )
     parser.add_argument(
@@ -81,7 +94,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     """The parsed options as `Settings`; ConfigError for a value out of range."""
     for name, minimum in (
         ("videos", 1), ("auc_videos", 0), ("steps", 1), ("smoothgrad_samples", 1), ("ig_steps", 1),
-        ("bootstrap", 1), ("seed", 0), ("batch_size", 1), ("pictures", 0), ("picture_frames", 1),
+        ("bootstrap", 1), ("seed", 0), ("batch_size", 1), ("pictures", 0), ("picture_frames", 1), ("sanity_videos", 0),
     ):  # fmt: skip
         if getattr(args, name) < minimum:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(args, name)}")
@@ -99,6 +112,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
         split=args.split,
         batch_size=args.batch_size,
         pictures=args.pictures,
+        sanity_explainers=_names(args.sanity_explainers),
+        sanity_videos=args.sanity_videos,
     )
 
 

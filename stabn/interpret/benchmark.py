@@ -5,18 +5,34 @@ window and the target's box in every frame).
 Each video's evaluation view (centre clip, centre crop, as `eval.py` takes it) is explained for
 the class the perception branch predicts, by ST-ABN's own attention, its attention branch's
 class map, Grad-CAM at chosen layers (of the ST-ABN and, given one, of a 3D ResNet baseline
-trained on the same data), input gradients, SmoothGrad, Integrated Gradients, and two floors:
-a random volume and a centred Gaussian. Every figure comes with a percentile bootstrap
-interval over videos:
+trained on the same data), input gradients, SmoothGrad, Integrated Gradients, and three floors:
+a random volume, a centred Gaussian (no temporal profile) and the same Gaussian with a flat
+temporal profile (`uniform_in_time`). Every figure comes with a percentile bootstrap interval
+over videos:
 
 - pointing game: hits over frames, over the event frames with a visible target (`pointing_game`);
 - energy in box: the share of each such frame's mass inside the box, averaged over the frames
   of a video, then over videos (`energy_in_box`);
-- temporal hit and temporal energy of the explainer's temporal profile (`temporal_hit`,
-  `temporal_energy`), over the videos whose clip holds a frame of the event window;
+- temporal hit (ties shared fairly), temporal energy (the profile's mass in the window),
+  temporal IoU and per-frame AUROC of the explainer's temporal profile (`temporal_hit`,
+  `temporal_energy`, `temporal_iou`, `temporal_auroc`), over the videos whose clip holds a
+  frame of the event window (the AUROC: and a frame outside it);
 - deletion and insertion AUC (`deletion_insertion`) on the first `auc_videos` videos, against
   one random voxel order per video shared by all explainers (voxels of equal saliency are
-  also taken in that random order), and each AUC's ratio to the random order's.
+  also taken in that random order), and each AUC's ratio to the random order's;
+- the sanity check (`stabn.interpret.sanity`) of the `sanity_explainers` on the first
+  `sanity_videos` videos: per randomised stage, the mean Spearman correlation of the map with
+  the map on the trained model.
+
+explain.json: ``videos``, ``auc_videos``; ``model``, ``reference`` and ``baseline`` (name,
+accuracy, checkpoint; the ST-ABNs' attention options); ``settings``; ``metrics`` (the keys of
+`METRICS`); ``explainers``: per explainer, ``model``, ``seconds_per_video`` and one figure per
+metric key (``value``, ``low``, ``high``, ``n``; the pointing game's also ``frames``), the
+keys ``pointing_game``, ``energy_in_box``, ``temporal_hit``, ``temporal_energy``,
+``temporal_iou``, ``temporal_auroc``, ``deletion_auc``, ``insertion_auc``, ``deletion_ratio``,
+``insertion_ratio``, ``random_deletion_auc``, ``random_insertion_auc``; ``sanity``:
+``videos``, ``seed`` and ``explainers``: per checked explainer, ``model`` and ``stages``, a
+figure per stage name in cascade order; ``attention_statistics``; ``data``.
 
 Each video is scored by `score_video`, the scorer of eval.py's explanation metrics too; the
 settings and the explainers are in `stabn.interpret.explainers`, the reports in
@@ -34,8 +50,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from stabn.data import FrameClipDataset
+from stabn.errors import ConfigError
 from stabn.interpret import saliency
 from stabn.interpret.explainers import BASELINE, REFERENCE, STABN, Explainer, Settings, explainers
+from stabn.interpret.sanity import cascading_correlations
 from stabn.interpret.scoring import (
     Perturbation,
     VideoScore,
@@ -54,15 +72,20 @@ METRICS: Tuple[Tuple[str, str], ...] = (
     ("pointing_game", "pointing game ↑"),
     ("energy_in_box", "energy in box ↑"),
     ("temporal_hit", "temporal hit ↑"),
-    ("temporal_energy", "temporal energy ↑"),
+    ("temporal_energy", "mass in window ↑"),
     ("deletion_auc", "deletion AUC ↓"),
     ("insertion_auc", "insertion AUC ↑"),
     ("deletion_ratio", "deletion / random ↓"),
     ("insertion_ratio", "insertion / random ↑"),
     ("random_deletion_auc", "random deletion AUC"),
     ("random_insertion_auc", "random insertion AUC"),
+    ("temporal_iou", "temporal IoU ↑"),
+    ("temporal_auroc", "frame AUROC ↑"),
 )
-TABLE_METRICS = 8  # the random orders' own AUCs are the same for every explainer of a model: below the table
+# The report's tables: where (and deletion / insertion), and the finer figures of when. The
+# random orders' own AUCs are the same for every explainer of a model: below the tables.
+TABLE_METRICS: Tuple[str, ...] = tuple(key for key, _ in METRICS[:8])
+TIME_METRICS: Tuple[str, ...] = ("temporal_iou", "temporal_auroc")
 
 
 # --------------------------------------------------------------------------- per video
@@ -81,6 +104,8 @@ class _Rows:
     energy: List[float] = field(default_factory=list)  # per-video mean over its scored frames
     temporal_hit: List[float] = field(default_factory=list)
     temporal_energy: List[float] = field(default_factory=list)
+    temporal_iou: List[float] = field(default_factory=list)
+    temporal_auroc: List[float] = field(default_factory=list)  # videos where it is defined
     deletion: List[float] = field(default_factory=list)
     insertion: List[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -97,6 +122,9 @@ class _Rows:
         elif score.event_frames:
             self.temporal_hit.append(float(score.temporal_hit))
             self.temporal_energy.append(score.temporal_energy)
+            self.temporal_iou.append(score.temporal_iou)
+            if score.temporal_auroc is not None:
+                self.temporal_auroc.append(score.temporal_auroc)
         if score.deletion_auc is not None:
             self.deletion.append(score.deletion_auc)
             self.insertion.append(score.insertion_auc)
@@ -126,6 +154,12 @@ class _Run:
         self.random_rows = {key: _Rows() for key in models}  # the random order's, per model
         self.correct = dict.fromkeys(models, 0)
         self.pictures = pictures
+        names = [e.name for e in self.explainers]
+        for name in settings.sanity_explainers:
+            if name not in names:
+                raise ConfigError(f"--sanity-explainers: no explainer {name!r}; there are {', '.join(names)}")
+        # Per checked explainer, per stage: the correlations of the videos where one is defined.
+        self.sanity: Dict[str, Dict[str, List[float]]] = {name: {} for name in settings.sanity_explainers}
 
     def video(self, dataset: FrameClipDataset, truth: Dict[str, Any], index: int, with_auc: bool) -> None:
         """Explain and score video `index` with every explainer (and draw what they gave, where
@@ -149,6 +183,8 @@ class _Run:
             random_scored.add(key)
             self.rows[explainer.name].add(score)
             self.random_rows[key].add_random(score)
+            if explainer.name in self.sanity and index < self.settings.sanity_videos:
+                self._sanity(explainer, clips[key], targets[key], index, volume)
         if drawn:
             self.pictures(index, frames_u8[0].permute(1, 2, 3, 0).cpu(), boxes, drawn)
 
@@ -171,6 +207,18 @@ class _Run:
             key: Perturbation(target_probability(m, targets[key], s.batch_size), clips[key], order, s.steps)
             for key, m in self.models.items()
         }
+
+    def _sanity(self, explainer: Explainer, clip: Tensor, target: int, index: int, volume: Tensor) -> None:
+        """The sanity check of `explainer` on video `index`, whose map on the trained model is `volume`."""
+        stages = self.sanity[explainer.name]
+        correlations = cascading_correlations(
+            lambda m, c, t: explainer.run(m, c, t, index), self.models[explainer.model], clip, target, volume,
+            seed=self.settings.seed,
+        )  # fmt: skip
+        for stage, correlation in correlations:
+            values = stages.setdefault(stage, [])
+            if correlation is not None:
+                values.append(correlation)
 
     def _explain(self, explainer: Explainer, clip: Tensor, target: int, index: int) -> saliency.Explanation:
         """`explainer`'s volume (on the CPU) and profile of the clip, its time counted."""
@@ -234,6 +282,7 @@ def _summary(run: _Run, count: int, auc_count: int) -> Dict[str, Any]:
         "settings": {
             **asdict(settings),
             "layers": list(settings.layers),
+            "sanity_explainers": list(settings.sanity_explainers),
             "smoothgrad_stdev": saliency.SMOOTHGRAD_STDEV,
         },
         "metrics": [key for key, _ in METRICS],
@@ -252,6 +301,18 @@ def _summary(run: _Run, count: int, auc_count: int) -> Dict[str, Any]:
         summary["explainers"][explainer.name] = _summarise(
             run.rows[explainer.name], run.random_rows[explainer.model], explainer.model, settings
         )
+    model_of = {e.name: e.model for e in run.explainers}
+    summary["sanity"] = {
+        "videos": min(settings.sanity_videos, count),
+        "seed": settings.seed,
+        "explainers": {
+            name: {
+                "model": model_of[name],
+                "stages": {stage: interval(values, mean_of_rows, settings) for stage, values in stages.items()},
+            }
+            for name, stages in run.sanity.items()
+        },
+    }
     return summary
 
 
@@ -280,6 +341,8 @@ def _summarise(r: _Rows, random: _Rows, model: str, settings: Settings) -> Dict[
         "energy_in_box": interval(r.energy, mean_of_rows, settings),
         "temporal_hit": interval(r.temporal_hit if temporal else [], mean_of_rows, settings),
         "temporal_energy": interval(r.temporal_energy if temporal else [], mean_of_rows, settings),
+        "temporal_iou": interval(r.temporal_iou if temporal else [], mean_of_rows, settings),
+        "temporal_auroc": interval(r.temporal_auroc if temporal else [], mean_of_rows, settings),
         "deletion_auc": interval(r.deletion, mean_of_rows, settings),
         "insertion_auc": interval(r.insertion, mean_of_rows, settings),
         "deletion_ratio": interval(list(zip(r.deletion, random.deletion)), ratio_of_sums, settings),

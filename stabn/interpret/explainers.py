@@ -34,6 +34,10 @@ class Settings:
     split: str = "val"
     batch_size: int = 8  # clips a forward at most (noisy, interpolated, deleted / inserted)
     pictures: int = 0  # side-by-side pictures of every explainer for the first N videos
+    # The model-randomisation sanity check (`stabn.interpret.sanity`): these explainers, on the
+    # first N videos (0: no check).
+    sanity_explainers: Tuple[str, ...] = ("stabn_attention", "gradcam_layer3")
+    sanity_videos: int = 16
 
 
 @dataclass
@@ -77,6 +81,7 @@ def explainers(settings: Settings, with_baseline: bool, with_reference: bool = F
             "random", STABN, lambda m, c, t, i: saliency.random_explainer(c, video_rng(s.seed, RANDOM_VOLUME_STREAM, i))
         ),
         Explainer("centre", STABN, lambda m, c, t, i: saliency.centre_prior(c)),
+        Explainer("uniform_in_time", STABN, lambda m, c, t, i: saliency.uniform_in_time(c)),
     ]
     return rows
 

@@ -1,5 +1,6 @@
-"""The explanation benchmark's reports: explain.json, explain.md (the table, one row per
-explainer, and what it was measured on) and the side-by-side pictures."""
+"""The explanation benchmark's reports: explain.json, explain.md (the tables: one row per
+explainer for where, for the finer figures of when, and per checked explainer for the sanity
+check; and what they were measured on) and the side-by-side pictures."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from stabn.errors import ConfigError, PathLike
 from stabn.fileio import atomic_write_text
-from stabn.interpret.benchmark import METRICS, TABLE_METRICS
+from stabn.interpret.benchmark import METRICS, TABLE_METRICS, TIME_METRICS
 from stabn.interpret.explainers import BASELINE, REFERENCE, STABN
 from stabn.interpret.visualize import explanation_sheet
 
@@ -23,17 +24,45 @@ def cell(figure: Optional[Dict[str, Any]]) -> str:
     return f"{figure['value']:.2f} [{figure['low']:.2f}, {figure['high']:.2f}]"
 
 
-def markdown_table(summary: Dict[str, Any]) -> str:
-    """The figures as a Markdown table, one row per explainer, and a few lines saying what
-    they were measured on."""
-    settings = summary["settings"]
-    shown = METRICS[:TABLE_METRICS]
-    lines = [
-        "| explainer | " + " | ".join(title for _, title in shown) + " |",
-        "| --- | " + " | ".join("---" for _ in shown) + " |",
+def _table(first: str, titles: Sequence[str], rows: Dict[str, List[str]]) -> List[str]:
+    """A Markdown table: a heading row (`first`, then `titles`) and a row of cells per name."""
+    lines = ["| " + " | ".join([first, *titles]) + " |", "| --- | " + " | ".join("---" for _ in titles) + " |"]
+    return lines + [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
+
+
+def _metric_table(summary: Dict[str, Any], keys: Sequence[str]) -> List[str]:
+    titles = dict(METRICS)
+    rows = {name: [cell(figures[key]) for key in keys] for name, figures in summary["explainers"].items()}
+    return _table("explainer", [titles[key] for key in keys], rows)
+
+
+def sanity_table(sanity: Optional[Dict[str, Any]]) -> List[str]:
+    """The sanity check as Markdown lines: per checked explainer, the Spearman correlation with
+    its map on the trained model once each stage is randomised (cascading, left to right); none
+    where no explainer was checked."""
+    if not sanity or not sanity["videos"] or not sanity["explainers"]:
+        return []
+    checked = sanity["explainers"]
+    stages = list(dict.fromkeys(stage for row in checked.values() for stage in row["stages"]))
+    rows = {name: [cell(row["stages"].get(stage)) for stage in stages] for name, row in checked.items()}
+    return [
+        "",
+        f"Sanity check (randomised weights, cascading from the top, seed {sanity['seed']}): Spearman "
+        f"correlation with the map on the trained model, {sanity['videos']} videos (less those where the "
+        "randomised map is constant, e.g. an all-zero Grad-CAM). Near 1 once the weights a map depends on "
+        "are random: the map does not explain the model.",
+        "",
+        *_table("explainer", [f"{stage} ↓" for stage in stages], rows),
     ]
-    for name, figures in summary["explainers"].items():
-        lines.append(f"| {name} | " + " | ".join(cell(figures[key]) for key, _ in shown) + " |")
+
+
+def markdown_table(summary: Dict[str, Any]) -> str:
+    """The figures as Markdown tables (where, when, the sanity check), and a few lines saying
+    what they were measured on."""
+    settings = summary["settings"]
+    lines = _metric_table(summary, TABLE_METRICS)
+    lines += ["", *_metric_table(summary, TIME_METRICS)]
+    lines += sanity_table(summary.get("sanity"))
     percent = round(100 * settings["confidence"])
     auc_part = (
         f"deletion / insertion: the first {summary['auc_videos']}, {settings['steps']} steps"

@@ -7,7 +7,8 @@ ST-ABN's own explanations (`stabn_attention`, `attention_class_map`) need only t
 pass. The peer explainers (`gradcam`, `input_gradient`, `smoothgrad`, `integrated_gradients`)
 use Captum, an optional extra (``pip install -e .[explain]``), imported only when one of them
 runs; `require_captum` says so in one line when it is missing. `random_explainer` and
-`centre_prior` are the floors any explainer should beat.
+`centre_prior` are the floors any explainer should beat, and `uniform_in_time` the floor of
+the temporal figures: the centre prior with a flat temporal profile.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def input_gradient(model: nn.Module, clip: Tensor, target: int) -> Explanation:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Torch's global generators (the CPU's and `device`'s) seeded inside the block, restored after."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -172,7 +173,7 @@ def smoothgrad(
     x = _batch(clip, grad=True)
     tunnel = attr.NoiseTunnel(attr.Saliency(logits_of(model)))
     spread = stdev * float(clip.max() - clip.min())
-    with _seeded(seed, x.device), torch.enable_grad():
+    with seeded(seed, x.device), torch.enable_grad():
         grads = tunnel.attribute(
             x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=batch_size, stdevs=spread,
             target=target, abs=True,
@@ -216,3 +217,11 @@ def centre_prior(clip: Tensor) -> Explanation:
     xs = torch.arange(w, dtype=torch.float32) + 0.5 - w / 2
     image = torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
     return image.expand(t, h, w).clone(), None
+
+
+def uniform_in_time(clip: Tensor) -> Explanation:
+    """`centre_prior`'s volume, the same in every frame, with its flat profile (each frame's
+    equal mass): what an explainer that knows nothing about when scores on the temporal
+    figures."""
+    volume, _ = centre_prior(clip)
+    return volume, default_profile(volume)

@@ -9,8 +9,17 @@ and the temporal hit.
 - Pointing game: in each frame of the event window where the target is visible, the peak of
   the spatial attention lies inside the target's box.
 - Energy in box: in those same frames, the share of the map's mass inside the target's box.
-- Temporal hit: the frame of peak temporal attention lies inside the event window.
-- Temporal energy: the share of a temporal profile's mass inside the event window.
+- Temporal hit: the frame of peak temporal attention lies inside the event window. Ties count
+  fairly: where several frames share the peak (a flat profile, or a map with fewer time steps
+  than the clip), the hit is the share of those frames inside the window, not whether the
+  first of them is (which would make a flat profile a prior on the window's position).
+- Temporal energy: the share of a temporal profile's mass inside the event window (the
+  benchmark's "mass in window").
+- Temporal IoU: the frames whose profile is at least `TEMPORAL_IOU_THRESHOLD` of its peak
+  ("selected") against the event window's frames, |selected ∩ event| / |selected ∪ event|.
+- Per-frame AUROC: the profile as a score for "this frame is in the event window", the rank
+  statistic over the clip's frames (ties count half); undefined (None) for a clip with no
+  event frame or only event frames.
 
 `score_video` gives them all for one video's explanation, deletion / insertion against the
 video's own random voxel order (`random_voxel_order`, which also breaks the ties of the
@@ -115,9 +124,55 @@ def energy_in_box(saliency: Tensor, boxes: Sequence[Box], in_event: Sequence[boo
     return [box_energy(saliency[t], boxes[t]) for t in scored_frames(boxes, in_event)]
 
 
-def temporal_hit(temporal: Tensor, in_event: Sequence[bool]) -> bool:
-    """Whether the frame of peak temporal attention lies in the event window."""
-    return bool(in_event[int(temporal.detach().flatten().argmax())])
+# Frames whose temporal profile is at least this share of its peak are the explainer's
+# selected frames for the temporal IoU.
+TEMPORAL_IOU_THRESHOLD = 0.5
+
+
+def _event_mask(in_event: Sequence[bool]) -> Tensor:
+    return torch.tensor([bool(v) for v in in_event])
+
+
+def temporal_hit(temporal: Tensor, in_event: Sequence[bool]) -> float:
+    """The share of the frames of peak temporal attention that lie in the event window: 1 or 0
+    for a single peak, and for a peak shared by several frames (a flat profile) the share of
+    them inside, so that ties are not broken by position."""
+    p = temporal.detach().double().flatten().cpu()
+    peaks = p == p.max()
+    count = int(peaks.sum())  # 0 only for a profile of NaNs, which hits nothing
+    return float((peaks & _event_mask(in_event)).sum()) / count if count else 0.0
+
+
+def temporal_iou(profile: Tensor, in_event: Sequence[bool]) -> Optional[float]:
+    """|selected ∩ event| / |selected ∪ event| over the clip's frames, a frame selected where the
+    profile is at least `TEMPORAL_IOU_THRESHOLD` of its peak (none for a profile without a
+    positive peak); None where both sets are empty."""
+    p = profile.detach().double().flatten().cpu()
+    peak = float(p.max())
+    selected = p >= TEMPORAL_IOU_THRESHOLD * peak if peak > 0 else torch.zeros_like(p, dtype=torch.bool)
+    event = _event_mask(in_event)
+    union = int((selected | event).sum())
+    return int((selected & event).sum()) / union if union else None
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """The ranks 1..n of a flat tensor's values in float64, tied values sharing the mean of
+    the ranks they span."""
+    _, inverse, counts = torch.unique(values.flatten(), return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return (ends - (counts.double() - 1) / 2)[inverse]
+
+
+def temporal_auroc(profile: Tensor, in_event: Sequence[bool]) -> Optional[float]:
+    """The AUROC of the profile as a score for "this frame is in the event window": the chance
+    that an event frame scores above a frame outside it, ties counting half (the rank
+    statistic); None for a clip with no event frame or only event frames."""
+    event = _event_mask(in_event)
+    positives, negatives = int(event.sum()), int((~event).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = average_ranks(profile.detach().double().flatten().cpu())
+    return (float(ranks[event].sum()) - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def temporal_energy(profile: Tensor, in_event: Sequence[bool]) -> float:
@@ -127,7 +182,7 @@ def temporal_energy(profile: Tensor, in_event: Sequence[bool]) -> float:
     total = float(p.sum())
     if total <= 0:
         return 0.0
-    return float(p[torch.tensor([bool(v) for v in in_event])].sum()) / total
+    return float(p[_event_mask(in_event)].sum()) / total
 
 
 def mean_of_rows(samples: Tensor) -> Tensor:
@@ -243,8 +298,10 @@ class VideoScore(NamedTuple):
     pointing_frames: Optional[int] = None
     energy_in_box: Optional[float] = None  # mean over the scored frames; None: none scored
     event_frames: Optional[int] = None  # clip frames in the event window; None: no ground truth
-    temporal_hit: Optional[bool] = None  # None: no ground truth or no temporal profile
+    temporal_hit: Optional[float] = None  # None: no ground truth or no temporal profile
     temporal_energy: Optional[float] = None
+    temporal_iou: Optional[float] = None
+    temporal_auroc: Optional[float] = None  # also None: no frame, or every frame, in the window
 
 
 def score_video(
@@ -276,6 +333,8 @@ def score_video(
         if profile is not None:
             figures["temporal_hit"] = temporal_hit(profile, in_event)
             figures["temporal_energy"] = temporal_energy(profile, in_event)
+            figures["temporal_iou"] = temporal_iou(profile, in_event)
+            figures["temporal_auroc"] = temporal_auroc(profile, in_event)
     return VideoScore(**figures)
 
 
