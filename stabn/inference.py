@@ -1,13 +1,21 @@
-"""Notebook API: predictions and attention maps for a clip, a frames folder or a video file.
+"""Notebook API: predictions and explanations for a clip, a frames folder or a video file.
 
 model = stabn.load_pretrained("runs/quickstart/checkpoint-best.pt")
 stabn.predict(model, "data/synthetic/frames/000801").names     # class names from the model's spec
 stabn.predict(model, "clip.mp4", num_clips=2).frame_indices    # the video's frames it used
 stabn.explain(model, "clip.webm").image                        # a PIL image
+stabn.explain(model, "clip.webm", method="gradcam", layer="layer4")   # any model of the zoo
 
 A video file is read as evaluation reads the same frames as a folder (`stabn.data.video`:
 the frame sampling, the resize rule, the centre crop); PyAV, the optional `video` extra, is
 imported only then.
+
+`explain` draws one of `EXPLAIN_METHODS`: ST-ABN's own attention (`attention`, the default
+for an ST-ABN), or a peer explainer of the perception branch's logit through Captum, the
+optional `explain` extra (`gradcam`, the default for a 3D ResNet; `input_gradient`;
+`integrated_gradients`). A peer method's volume V [T, S, S] is drawn as ST-ABN's maps are:
+the spatial map is V divided by the clip's maximum of V (so frames keep their relative
+strength), the temporal profile each frame's mass V[t].sum() divided by the largest.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from torch import Tensor, nn
 from stabn.data import count_frames, frame_paths, read_eval_clips
 from stabn.data.video import VideoInfo, looks_like_video, read_video_clips
 from stabn.engine.accuracy import average_views
+from stabn.interpret import saliency
+from stabn.interpret.methods import IG_STEPS, MethodError, method_label, peer_maps, resolve_method
 from stabn.interpret.visualize import animation_frames, attention_sheet, attention_tiles, upsample_spatial
 from stabn.models import ModelSpec, STABNOutput, model_spec
 
@@ -51,16 +61,20 @@ class Prediction:
 
 @dataclass
 class Explanation:
-    """ST-ABN's attention for one clip (the middle one of `num_clips`, as eval.py draws),
-    upsampled to the clip, and its pictures."""
+    """The maps of one clip (the middle one of `num_clips`, as eval.py draws) at the clip's
+    size, and their pictures: ST-ABN's attention, or a peer method's saliency scaled to its
+    peak (the module's docstring says how)."""
 
-    spatial: np.ndarray  # [T, S, S] in (0, 1)
-    temporal: np.ndarray  # [T] in (0, 1)
+    spatial: np.ndarray  # [T, S, S] in [0, 1]
+    temporal: np.ndarray  # [T] in [0, 1]
     frames: np.ndarray  # uint8 RGB [T, S, S, 3], the clip the model saw
     overlays: List[Image.Image]  # per frame: blended frame under its temporal bar, >= 224 px
     image: Image.Image  # the overlays in rows of 8 (the original's layout) under a header
     prediction: Prediction
     clip: int = 0  # which of prediction.frame_indices the maps belong to
+    method: str = "attention"  # one of EXPLAIN_METHODS
+    layer: Optional[str] = None  # Grad-CAM's layer; None for the other methods
+    target: Optional[int] = None  # the class a peer method explains; None for attention
 
     @property
     def frame_indices(self) -> Optional[List[int]]:
@@ -192,36 +206,72 @@ def predict(
     return _prediction(_forward(model, read.clips), topk, model_spec(model), class_names, read)
 
 
+def _check_options(spec: ModelSpec, method: str, target: Optional[int], steps: int) -> None:
+    if steps < 1:
+        raise MethodError(f"steps must be >= 1, got {steps}")
+    if target is None:
+        return
+    if method == "attention":
+        raise MethodError("target applies to the peer methods: ST-ABN's attention is the same for every class")
+    if not 0 <= target < spec.num_classes:
+        raise MethodError(f"target {target} is not a class of the model: give 0 to {spec.num_classes - 1}")
+
+
+def _frames(read: _Clips, spec: ModelSpec, k: int) -> np.ndarray:
+    """Clip `k` as uint8 RGB [T, S, S, 3]: as read, or the tensor denormalised."""
+    if read.frames is not None:
+        return np.ascontiguousarray(read.frames[k].permute(1, 2, 3, 0).numpy())
+    return spec.denormalize(read.clips[k])
+
+
 def explain(
     model: nn.Module,
     clip_or_dir: ClipOrDir,
     topk: int = 5,
     class_names: Optional[Sequence[str]] = None,
     num_clips: int = 1,
+    *,
+    method: Optional[str] = None,
+    layer: Optional[str] = None,
+    target: Optional[int] = None,
+    steps: int = IG_STEPS,
 ) -> Explanation:
-    """ST-ABN's spatial and temporal attention for one clip, frames folder or video file,
-    upsampled to the clip, with the original's overlay pictures at a readable size. With
-    `num_clips` > 1 the prediction averages every clip and the maps are the middle clip's."""
-    _check_names(class_names, model_spec(model))
+    """Where and when the model looked in one clip, frames folder or video file, at the clip's
+    size, with the original's overlay pictures at a readable size. `method` is one of
+    `EXPLAIN_METHODS` (default: `default_method`); Grad-CAM reads `layer` (default:
+    `default_layer`), Integrated Gradients takes `steps`; a peer method explains `target`
+    (default: the perception branch's top class) and needs Captum. With `num_clips` > 1 the
+    prediction averages every clip and the maps are the middle clip's."""
+    spec = model_spec(model)
+    _check_names(class_names, spec)
+    method, layer = resolve_method(model, method, layer)
+    _check_options(spec, method, target, steps)
+    if method != "attention":
+        saliency.require_captum()
     read = _read(model, clip_or_dir, num_clips)
     out = _forward(model, read.clips)
-    if not isinstance(out, STABNOutput):
-        raise ValueError("explain() needs an ST-ABN model (abn_resnet*); this one has no attention branch")
-    spec = model_spec(model)
-    k = len(read.clips) // 2
-    if read.frames is not None:
-        frames = np.ascontiguousarray(read.frames[k].permute(1, 2, 3, 0).numpy())
-    else:
-        frames = spec.denormalize(read.clips[k])
-    _, h, w, _ = frames.shape
-    tiles = attention_tiles(frames, out.spatial_attention[k], out.temporal_attention[k])
     prediction = _prediction(out, topk, spec, class_names, read)
+    k = len(read.clips) // 2
+    frames = _frames(read, spec, k)
+    title = picture_title(prediction)
+    if method == "attention":
+        spatial, temporal = out.spatial_attention[k], out.temporal_attention[k]
+        maps = upsample_spatial(spatial, *frames.shape[1:3])
+    else:
+        target = prediction.classes[0] if target is None else target
+        maps, profile = peer_maps(model, read.clips[k], method, target, layer=layer, steps=steps)
+        spatial, temporal = torch.from_numpy(maps), torch.from_numpy(profile)
+        title += f"\nmap: {method_label(method, layer, steps)} of {_names([target], spec, class_names)[0]}"
+    tiles = attention_tiles(frames, spatial, temporal)
     return Explanation(
-        spatial=upsample_spatial(out.spatial_attention[k], h, w),
-        temporal=out.temporal_attention[k].float().cpu().flatten().numpy(),
+        spatial=maps,
+        temporal=temporal.float().cpu().flatten().numpy(),
         frames=frames,
         overlays=[Image.fromarray(t) for t in tiles],
-        image=attention_sheet(tiles, picture_title(prediction)),
+        image=attention_sheet(tiles, title),
         prediction=prediction,
         clip=k,
+        method=method,
+        layer=layer,
+        target=target,
     )

@@ -3,17 +3,18 @@
 `write_video_report` takes a video file PyAV decodes (mp4, webm, avi, mkv, mov, ...) or a
 folder of JPEG frames, and writes under its output folder:
 
-    attention.gif     the clip's frames with the spatial attention overlaid, the temporal
-                      attention as a bar above each frame and as a curve under it
+    attention.gif     the clip's frames with the spatial map overlaid, the temporal profile
+                      as a bar above each frame and as a curve under it
     attention.mp4     the same as a video (H.264 where the bundled FFmpeg has it, else MPEG-4)
     attention.png     the contact sheet in the original's layout, under the prediction
-    prediction.json   the top-k of both branches, the frame indices, the temporal attention
-                      per frame, the checkpoint and video paths
+    prediction.json   the top-k of both branches, the frame indices, the method that made the
+                      maps, the temporal profile per frame, the checkpoint and video paths
 
-A checkpoint without an attention branch gets its predictions and the JSON only. Frames are
-sampled and preprocessed as eval.py does (`stabn.data.video`); frame indices are 0-based, as
-in the notebook API. The text the command prints (the top-k of both branches, what was read,
-what was written, the time taken) goes to `echo` as it is written.
+The maps are those of `stabn.explain`'s `method` (default: ST-ABN's attention for an ST-ABN,
+Grad-CAM for a 3D ResNet); a peer method without Captum leaves the predictions and the JSON
+only. Frames are sampled and preprocessed as eval.py does (`stabn.data.video`); frame indices
+are 0-based, as in the notebook API. The text the command prints (the top-k of both branches,
+what was read, the method, what was written, the time taken) goes to `echo` as it is written.
 """
 
 from __future__ import annotations
@@ -34,19 +35,23 @@ from stabn.data.video import VIDEO_SUFFIXES, looks_like_video, resized_size, wri
 from stabn.errors import DataError, PathLike, StabnError
 from stabn.fileio import atomic_write_text, writing
 from stabn.inference import Explanation, Prediction, explain, predict
+from stabn.interpret.methods import method_label, resolve_method
+from stabn.interpret.saliency import CaptumMissing, require_captum
 from stabn.interpret.visualize import ANIMATION_FPS, save_gif, save_png
-from stabn.models import ModelSpec, is_stabn, load_pretrained
+from stabn.models import ModelSpec, load_pretrained
 
 
 @dataclass(frozen=True)
 class VideoReport:
-    """What `write_video_report` found and wrote: `explanation` is None for a checkpoint without
-    an attention branch; `files` maps gif, mp4, mp4_codec, png and json to what was written."""
+    """What `write_video_report` found and wrote: `explanation` is None where the maps could
+    not be made, and `no_pictures` says why; `files` maps gif, mp4, mp4_codec, png and json to
+    what was written."""
 
     prediction: Prediction
     explanation: Optional[Explanation]
     model_name: str
     files: Dict[str, str]
+    no_pictures: Optional[str] = None
 
 
 def _check_source(path: str) -> None:
@@ -130,7 +135,10 @@ def _numbers(
         "perception": _ranked(pred.classes, pred.names, pred.probs),
         "attention": _ranked(pred.att_classes, pred.att_names, pred.att_probs),
         "explained_clip": None if e is None else e.clip,
-        # The explained clip's frames (0-based) and each one's temporal attention.
+        "method": None if e is None else e.method,  # one of EXPLAIN_METHODS
+        "layer": None if e is None else e.layer,  # Grad-CAM's layer
+        # The explained clip's frames (0-based) and each one's temporal attention (a peer
+        # method's per-frame mass, scaled to its largest).
         "temporal_attention": None if e is None else {
             "frames": e.frame_indices, "values": [float(v) for v in e.temporal]
         },
@@ -167,6 +175,17 @@ def _written(files: Dict[str, str]) -> str:
     )
 
 
+def _captum_missing(method: str, layer: Optional[str], checkpoint: PathLike) -> Optional[str]:
+    """Why a peer method cannot draw the maps (no Captum), or None where it can."""
+    if method == "attention":
+        return None
+    try:
+        require_captum()
+    except CaptumMissing as error:
+        return f"{error} ({method_label(method, layer)} for {checkpoint}): predictions only, no pictures"
+    return None
+
+
 def _quiet(text: str) -> None:
     """An `echo` that drops the text."""
 
@@ -178,12 +197,15 @@ def write_video_report(
     out: Optional[PathLike] = None,
     topk: int = 5,
     num_clips: int = 1,
+    method: Optional[str] = None,
+    layer: Optional[str] = None,
     device: Union[str, torch.device, None] = None,
     echo: Callable[[str], None] = _quiet,
 ) -> VideoReport:
     """Predict and explain `video` with `checkpoint` on `device` (default: CUDA where there is
-    one) and write the pictures and prediction.json under `out` (default demo/<name of the
-    video>). Raises StabnError on bad input."""
+    one) by `method` (and Grad-CAM's `layer`; `stabn.explain` says the defaults), and write the
+    pictures and prediction.json under `out` (default demo/<name of the video>). Raises
+    StabnError on bad input."""
     if topk < 1 or num_clips < 1:
         raise StabnError(f"--topk and --num-clips must be >= 1, got {topk} and {num_clips}")
     start = time.perf_counter()
@@ -193,10 +215,12 @@ def write_video_report(
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(checkpoint).to(device)
     spec = model.spec
+    method, layer = resolve_method(model, method, layer)
+    no_pictures = _captum_missing(method, layer, checkpoint)
     loaded = time.perf_counter()
     e: Optional[Explanation] = None
-    if is_stabn(model):
-        e = explain(model, video, topk, num_clips=num_clips)
+    if no_pictures is None:
+        e = explain(model, video, topk, num_clips=num_clips, method=method, layer=layer)
         pred = e.prediction
     else:
         pred = predict(model, video, topk, num_clips=num_clips)
@@ -204,6 +228,8 @@ def write_video_report(
     echo(f"{video}, {spec.name} from {checkpoint}")
     echo("\n".join(f"  {line}" for line in _describe_input(pred, spec)))
     echo("\n".join(_table(pred)))
+    if e is not None:
+        echo(f"maps: {method_label(method, layer)}" + ("" if e.target is None else f" of {pred.names[0]}"))
 
     out = Path(out) if out else Path("demo") / Path(os.path.normpath(video)).stem
     with writing(out):
@@ -217,4 +243,4 @@ def write_video_report(
         f"time: {loaded - start:.2f} s loading the checkpoint, {inferred - loaded:.2f} s reading the frames and "
         f"running the model, {done - inferred:.2f} s pictures, {done - start:.2f} s in all"
     )
-    return VideoReport(pred, e, spec.name, files)
+    return VideoReport(pred, e, spec.name, files, no_pictures)

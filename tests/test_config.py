@@ -57,6 +57,15 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
         ("data.hflip=maybe", "'data.hflip' expects bool, got 'maybe'"),
         ("train.collective_timeout=0", "'train.collective_timeout' must be positive, got 0.0"),
         ("train.nesterov=true train.momentum=0", "'train.nesterov' needs a positive 'train.momentum', got 0.0"),
+        (
+            "eval.attention_method=gradcm",
+            "'eval.attention_method' must be one of auto, attention, gradcam, input_gradient, integrated_gradients, "
+            "got 'gradcm'",
+        ),
+        (
+            "eval.attention_method=input_gradient eval.attention_layer=layer4",
+            "'eval.attention_layer' is Grad-CAM's layer: it does not apply to eval.attention_method=input_gradient",
+        ),
     ],
 )
 def test_bad_values_are_named(override, message):

@@ -1,7 +1,9 @@
-"""`stabn-demo` on small videos: what it prints and writes, and the one-line errors
-(exit code 2) of unusable videos and of a checkpoint without an attention branch."""
+"""`stabn-demo` on small videos: what it prints and writes with each kind of model and method,
+and the one-line errors (exit code 2) of unusable videos, of methods that do not fit the model
+and of a peer method without Captum."""
 
 import json
+import sys
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -72,6 +74,7 @@ def test_demo_prints_both_branches_and_writes_readable_pictures_and_the_numbers(
         assert f"{prob:.3f}  {name}" in proc.stdout, proc.stdout
     assert "perception branch" in proc.stdout and "attention branch" in proc.stdout
     assert f"frames {centre_clip()[0][0]}-{centre_clip()[0][-1]}" in proc.stdout
+    assert "maps: ST-ABN attention\n" in proc.stdout
 
     report = json.loads((out / "prediction.json").read_text())
     assert report["video"] == str(d.video) and report["checkpoint"] == str(d.abn)
@@ -84,6 +87,7 @@ def test_demo_prints_both_branches_and_writes_readable_pictures_and_the_numbers(
     assert temporal["frames"] == centre_clip()[0] and len(temporal["values"]) == T
     assert all(0 <= v <= 1 for v in temporal["values"])
     assert report["video_info"]["frames"] == N and report["video_info"]["fps"] == pytest.approx(30000 / 1001)
+    assert (report["method"], report["layer"]) == ("attention", None)
 
     # Every picture draws the 56 px frames at 224 px (4x), under the prediction and colour bar.
     sheet = Image.open(out / "attention.png")
@@ -98,16 +102,56 @@ def test_demo_prints_both_branches_and_writes_readable_pictures_and_the_numbers(
 
 
 @pytest.mark.slow
-def test_a_checkpoint_without_attention_gets_predictions_and_json_then_one_error_line(demo_inputs, tmp_path):
+def test_a_resnet_checkpoint_gets_grad_cam_pictures_and_says_so(demo_inputs, tmp_path):
     d = demo_inputs
     out = tmp_path / "out"
-    proc = run_console_script("stabn-demo", [d.video, "--checkpoint", d.baseline, "--out", out])
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    one_error_line(proc.stderr, d.baseline, "no attention branch")
+    proc = run_console_script("stabn-demo", [d.video, "--checkpoint", d.baseline, "--out", out, "--method", "gradcam"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
     expected = stabn.predict(stabn.load_pretrained(d.baseline), d.video)
     assert all(name in proc.stdout for name in expected.names)
+    assert f"maps: Grad-CAM at layer4 of {expected.names[0]}\n" in proc.stdout
     report = json.loads((out / "prediction.json").read_text())
-    assert report["attention"] is None and report["temporal_attention"] is None
+    assert report["attention"] is None and (report["method"], report["layer"]) == ("gradcam", "layer4")
+    assert [r["class"] for r in report["perception"]] == expected.classes
+    values = report["temporal_attention"]["values"]
+    assert len(values) == T and min(values) >= 0 and max(values) == pytest.approx(1)
+    names = ["attention.gif", "attention.mp4", "attention.png", "prediction.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    # One branch and the map's line over the 56 px frames drawn at 224 px.
+    assert Image.open(out / "attention.png").size == (8 * 224, header_height(2) + 2 * (20 + 224))
+    assert Image.open(out / "attention.gif").n_frames == T
+
+
+def test_methods_that_do_not_fit_end_with_one_line(demo_inputs, tmp_path, capsys):
+    torch.set_num_threads(1)
+    frames, d = str(demo_inputs.root / "frames"), demo_inputs
+    bad = [
+        ([frames, "--checkpoint", str(d.baseline), "--method", "attention"], ["resnet18 has no attention branch"]),
+        ([frames, "--checkpoint", str(d.abn), "--method", "input_gradient", "--layer", "layer4"], ["Grad-CAM's layer"]),
+        ([frames, "--checkpoint", str(d.abn), "--method", "gradcam", "--layer", "layer9"], ["no layer 'layer9'"]),
+        ([frames, "--checkpoint", str(d.abn), "--method", "gradcm"], ["--method", "gradcm"]),
+    ]  # fmt: skip
+    for args, says in bad:
+        with pytest.raises(SystemExit) as stopped:
+            main(args + ["--out", str(tmp_path / "out")])
+        assert stopped.value.code == 2, args
+        one_error_line(capsys.readouterr().err, *says)
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_captum_a_resnet_gets_predictions_and_json_then_one_error_line(
+    demo_inputs, tmp_path, capsys, monkeypatch
+):
+    torch.set_num_threads(1)
+    monkeypatch.setitem(sys.modules, "captum", None)
+    d, out = demo_inputs, tmp_path / "out"
+    with pytest.raises(SystemExit) as stopped:
+        main([str(d.root / "frames"), "--checkpoint", str(d.baseline), "--out", str(out)])
+    assert stopped.value.code == 2
+    one_error_line(capsys.readouterr().err, "pip install -e .[explain]", "Grad-CAM at layer4", d.baseline)
+    report = json.loads((out / "prediction.json").read_text())
+    assert report["method"] is None and report["temporal_attention"] is None
+    expected = stabn.predict(stabn.load_pretrained(d.baseline), d.root / "frames")
     assert [r["class"] for r in report["perception"]] == expected.classes
     assert sorted(p.name for p in out.iterdir()) == ["prediction.json"]  # no pictures
 

@@ -24,6 +24,7 @@ from helpers import (
     tiny_run,
     torchrun,
 )
+from stabn.checkpoint import save_checkpoint
 from stabn.config import load_config
 from stabn.data import ClipBatch, read_label_file
 from stabn.data.synthetic import CLASS_NAMES, make_synthetic_dataset
@@ -111,6 +112,29 @@ def test_eval_multi_view_attention_and_explanations(trained_run, tmp_path):
     assert len(pngs) == NUM_VAL and len(list((out / "attention").glob("*.gif"))) == NUM_VAL
     # 8 frames of 32 px, drawn 7x, in one row, a bar above each, under the prediction and colour bar
     assert Image.open(pngs[0]).size == (8 * 224, header_height(1) + 20 + 224)
+
+
+@pytest.mark.slow
+def test_eval_draws_grad_cam_for_a_resnet_and_names_the_map(trained_run, tmp_path):
+    """A 3D ResNet's checkpoint gets attention pictures too: Grad-CAM at the layer asked."""
+    _, data = trained_run
+    torch.manual_seed(0)
+    model = stabn.build_model("resnet18", num_classes=8, frame_length=8, frame_size=32, width=4)
+    save_checkpoint(tmp_path / "resnet.pt", model, model.spec.to_dict())
+    proc = run_eval(
+        "--logdir", tmp_path / "resnet_eval", "--checkpoint", tmp_path / "resnet.pt",
+        f"data.frames_root={data}/frames", f"data.val_labels={data}/val.txt", "data.num_workers=0",
+        "eval.save_attention=true", "eval.attention_method=gradcam", "eval.attention_layer=layer3",
+        "eval.max_attention_videos=2", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "resnet_eval" / "eval"
+    saved = yaml.safe_load((out / "config.yaml").read_text())["eval"]
+    assert (saved["attention_method"], saved["attention_layer"]) == ("gradcam", "layer3")
+    pngs = sorted((out / "attention").glob("*.png"))
+    assert len(pngs) == 2
+    # One branch, and the line naming the map, over 8 frames of 32 px drawn 7x.
+    assert Image.open(pngs[0]).size == (8 * 224, header_height(2) + 20 + 224)
 
 
 @pytest.mark.slow

@@ -49,10 +49,16 @@ def test_explain_gives_maps_at_clip_size_and_pictures(saved_model, fixtures_dir)
     assert e.temporal.tolist() == pytest.approx(out.temporal_attention.flatten().tolist())
 
 
-def test_explain_needs_an_attention_branch():
+def test_attention_needs_an_attention_branch_and_a_resnet_gets_grad_cam():
     model = stabn.build_model("resnet18", num_classes=4, frame_length=8, frame_size=32, width=4)
-    with pytest.raises(ValueError, match="needs an ST-ABN model"):
-        stabn.explain(model, torch.randn(3, 8, 32, 32))
+    with pytest.raises(ValueError) as caught:
+        stabn.explain(model, torch.randn(3, 8, 32, 32), method="attention")
+    assert str(caught.value) == (
+        "method 'attention' needs an ST-ABN model (abn_resnet*): resnet18 has no attention branch; give method one "
+        "of gradcam, input_gradient, integrated_gradients"
+    )
+    e = stabn.explain(model, torch.randn(3, 8, 32, 32))
+    assert (e.method, e.layer) == ("gradcam", "layer4")
     pred = stabn.predict(model, torch.randn(3, 8, 32, 32), topk=2)
     assert pred.att_classes is None and len(pred.classes) == 2
 

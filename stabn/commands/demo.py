@@ -1,12 +1,15 @@
 """`stabn-demo`: explain one video with a trained checkpoint:
 
     stabn-demo VIDEO_OR_FOLDER --checkpoint C [--out DIR] [--topk 5] [--num-clips K]
+               [--method attention|gradcam|input_gradient|integrated_gradients] [--layer L]
 
 VIDEO_OR_FOLDER is a video file PyAV decodes (mp4, webm, avi, mkv, mov, ...) or a folder of
-JPEG frames. Prints the top-k classes of both branches, and writes attention.gif,
-attention.mp4, attention.png and prediction.json under DIR (default demo/<name of the video>;
-`stabn.video_report` says what each holds). Bad input ends with one `error: ...` line and exit
-code 2; a checkpoint without an attention branch gets its predictions and the JSON first.
+JPEG frames. Prints the top-k classes of both branches and the method of the maps, and writes
+attention.gif, attention.mp4, attention.png and prediction.json under DIR (default
+demo/<name of the video>; `stabn.video_report` says what each holds). The maps are ST-ABN's
+attention for an ST-ABN and Grad-CAM for a 3D ResNet unless --method says otherwise. Bad input
+ends with one `error: ...` line and exit code 2; a peer method without Captum gets the
+predictions and the JSON first.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 from typing import Optional, Sequence
 
 from stabn.commands.common import CommandParser, run_cli
+from stabn.config.schema import EXPLAIN_METHODS
 from stabn.errors import StabnError
 from stabn.video_report import write_video_report
 
@@ -31,26 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-clips", type=int, default=1, help="evenly spaced clips, probabilities averaged (default 1)"
     )
+    parser.add_argument(
+        "--method",
+        choices=EXPLAIN_METHODS,
+        help="what draws the maps (default: attention for an ST-ABN, gradcam for a 3D ResNet)",
+    )
+    parser.add_argument("--layer", help="Grad-CAM's layer (default: layer3 for an ST-ABN, layer4 for a 3D ResNet)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda when there is one)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """The demo; raises StabnError on bad input (after the predictions, for a baseline)."""
+    """The demo; raises StabnError on bad input (after the predictions, where Captum is missing)."""
     report = write_video_report(
         args.video,
         args.checkpoint,
         out=args.out,
         topk=args.topk,
         num_clips=args.num_clips,
+        method=args.method,
+        layer=args.layer,
         device=None if args.device == "auto" else args.device,
         echo=print,
     )
-    if report.explanation is None:
-        raise StabnError(
-            f"checkpoint {args.checkpoint} has no attention branch ({report.model_name}): predictions only, "
-            "no attention pictures"
-        )
+    if report.no_pictures is not None:
+        raise StabnError(report.no_pictures)
     return 0
 
 

@@ -214,6 +214,9 @@ def validate(cfg: Config) -> None:
         if section.collective_timeout <= 0:
             key = f"{'train' if section is cfg.train else 'eval'}.collective_timeout"
             raise ConfigError(f"'{key}' must be positive, got {section.collective_timeout!r}")
+    if cfg.eval.attention_layer is not None and cfg.eval.attention_method not in ("auto", "gradcam"):
+        raise ConfigError(f"'eval.attention_layer' is Grad-CAM's layer: it does not apply to "
+                          f"eval.attention_method={cfg.eval.attention_method}")  # fmt: skip
     if cfg.model.name not in MODEL_NAMES:
         close = difflib.get_close_matches(cfg.model.name, MODEL_NAMES, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -49,6 +49,11 @@ ATTENTION_NORMS = ("none", "peak")
 # "class" scores each frame by the attention branch's strongest class response in it (the
 # per-frame scores its classifier reads), so the frames that carry the decision stand out.
 TEMPORAL_SOURCES = ("mlp", "frame", "class")
+# How `stabn.explain`, the demo and eval.py's pictures explain a clip: ST-ABN's own maps, or a
+# peer explainer (Captum) of the perception branch's logit, which works for every model.
+EXPLAIN_METHODS = ("attention", "gradcam", "input_gradient", "integrated_gradients")
+# eval.attention_method also takes "auto": attention for an ST-ABN, gradcam for a 3D ResNet.
+ATTENTION_METHODS = ("auto", *EXPLAIN_METHODS)
 
 
 @dataclass
@@ -170,6 +175,10 @@ class EvalConfig:
     save_scores: bool = False  # scores.npz: each video's averaged scores of both branches
     average: str = "softmax"  # softmax | logits
     save_attention: bool = False
+    # What the attention pictures show: one of ATTENTION_METHODS; auto is the model's own
+    # attention for an ST-ABN (the original's pictures), Grad-CAM for a 3D ResNet.
+    attention_method: str = "auto"
+    attention_layer: Optional[str] = None  # Grad-CAM's layer; None: layer3 for ST-ABN, layer4 else
     attention_gif: bool = False
     max_attention_videos: int = 32
     explain_metrics: bool = False
@@ -209,4 +218,5 @@ CHOICES = {
     "train.amp": AMP_SETTINGS,
     "eval.amp": AMP_SETTINGS,
     "eval.average": VIEW_AVERAGES,
+    "eval.attention_method": ATTENTION_METHODS,
 }

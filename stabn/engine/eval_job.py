@@ -122,7 +122,7 @@ def run_eval(cfg: Config, checkpoint: Path, explicit: Mapping[str, Any], ctx: Di
     out = Path(cfg.logdir) / cfg.eval.output
     on_batch = None
     if cfg.eval.save_attention:
-        on_batch = AttentionWriter(out / "attention", dataset, cfg, spec)
+        on_batch = AttentionWriter(out / "attention", dataset, cfg, model)
     skipped: List[str] = []
     ctx.step = "evaluation"
     with exact_fp32() if precision is None else contextlib.nullcontext():

@@ -7,22 +7,25 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import yaml
 from PIL import Image
+from torch import nn
 
 from stabn.config import Config
 from stabn.data import optional_class_names
 from stabn.engine.accuracy import average_views
 from stabn.engine.distributed import DistContext, raise_on_every_rank
 from stabn.engine.evaluate import EvalResult
-from stabn.errors import ReportedError
+from stabn.errors import ConfigError, ReportedError
 from stabn.fileio import atomic_write, atomic_write_text, writing
+from stabn.interpret.methods import MethodError, method_label, peer_maps, resolve_method
+from stabn.interpret.saliency import CaptumMissing, require_captum
 from stabn.interpret.visualize import jet, save_attention
-from stabn.models import ModelSpec, STABNOutput
+from stabn.models import ModelSpec, STABNOutput, model_spec
 
 
 def _class_names(cfg: Config, spec: ModelSpec) -> List[str]:
@@ -85,18 +88,46 @@ def write_scores(path: Path, scores: Mapping[str, torch.Tensor], dataset) -> Non
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+def attention_method(cfg: Config, model: nn.Module) -> Tuple[str, Optional[str]]:
+    """`eval.attention_method` (auto: `stabn.explain`'s default for `model`) and
+    `eval.attention_layer` resolved for `model`, before evaluation starts; ConfigError naming
+    the key that does not fit, or the missing Captum a peer method needs."""
+    asked = None if cfg.eval.attention_method == "auto" else cfg.eval.attention_method
+    try:
+        method, _ = resolve_method(model, asked, None)
+    except MethodError as e:
+        raise ConfigError(f"'eval.attention_method': {e}") from None
+    try:
+        method, layer = resolve_method(model, method, cfg.eval.attention_layer)
+    except MethodError as e:
+        raise ConfigError(f"'eval.attention_layer': {e} (eval.attention_method={cfg.eval.attention_method})") from None
+    if method != "attention":
+        try:
+            require_captum()
+        except CaptumMissing as e:
+            raise ConfigError(
+                f"'eval.attention_method' {cfg.eval.attention_method} draws {method_label(method, layer)} for "
+                f"{model_spec(model).name}: {e}"
+            ) from None
+    return method, layer
+
+
 class AttentionWriter:
     """Saves the attention image of one view per video (the middle clip, centre crop), headed by
-    the video's prediction: its views' scores averaged as evaluation averages them. A picture
-    the operating system refuses ends the pictures; `refused` keeps its error for the end of
+    the video's prediction: its views' scores averaged as evaluation averages them. The maps
+    are `attention_method`'s: ST-ABN's attention from the forward pass, or a peer method's
+    saliency of the video's predicted class (`stabn.interpret.methods.peer_maps`). A picture the
+    operating system refuses ends the pictures; `refused` keeps its error for the end of
     evaluation, where every rank learns of it (a rank that stopped at once would leave the
     others waiting in evaluation's collectives)."""
 
-    def __init__(self, out: Path, dataset, cfg: Config, spec: ModelSpec) -> None:
-        self.out, self.dataset, self.cfg, self.spec = out, dataset, cfg, spec
+    def __init__(self, out: Path, dataset, cfg: Config, model: nn.Module) -> None:
+        self.out, self.dataset, self.cfg, self.model = out, dataset, cfg, model
+        self.spec = model_spec(model)
+        self.method, self.layer = attention_method(cfg, model)
         self.view, self.views = dataset.centre_view, dataset.num_views
         self.remaining = cfg.eval.max_attention_videos
-        self.names = _class_names(cfg, spec)
+        self.names = _class_names(cfg, self.spec)
         self.refused: Optional[ReportedError] = None
 
     def title(self, index: int, scores: torch.Tensor) -> str:
@@ -107,24 +138,35 @@ class AttentionWriter:
         label = f", label {self.names[record.label]}" if 0 <= record.label < len(self.names) else ""
         return f"video {record.video_id}: predicted {self.names[top]} ({kind}{float(scores[top]):.2f}){label}"
 
+    def maps(self, clip: torch.Tensor, outputs, i: int, scores: torch.Tensor) -> Tuple[Any, Any, str]:
+        """View `i`'s spatial and temporal maps and the line naming them (empty for attention)."""
+        if self.method == "attention":
+            return outputs.spatial_attention[i], outputs.temporal_attention[i], ""
+        target = int(scores.argmax())
+        spatial, temporal = peer_maps(self.model, clip, self.method, target, layer=self.layer)
+        line = f"\nmap: {method_label(self.method, self.layer)} of {self.names[target]}"
+        return torch.from_numpy(spatial), torch.from_numpy(temporal), line
+
     def __call__(self, clips, labels, indices, outputs) -> None:
-        if not isinstance(outputs, STABNOutput) or self.remaining <= 0:
+        if self.remaining <= 0:
             return
-        scores = average_views(outputs.logits, self.views, self.cfg.eval.average).cpu()
+        logits = outputs.logits if isinstance(outputs, STABNOutput) else outputs
+        scores = average_views(logits, self.views, self.cfg.eval.average).cpu()
         for b, index in enumerate(indices.tolist()):
             if self.remaining <= 0:
                 return
             i = b * self.views + self.view
             frames = self.spec.denormalize(clips[i])
             video_id = self.dataset.records[index].video_id
+            spatial, temporal, line = self.maps(clips[i], outputs, i, scores[b])
             try:
                 save_attention(
                     self.out / f"{video_id}.png",
                     frames,
-                    outputs.spatial_attention[i],
-                    outputs.temporal_attention[i],
+                    spatial,
+                    temporal,
                     gif=self.cfg.eval.attention_gif,
-                    title=self.title(index, scores[b]),
+                    title=self.title(index, scores[b]) + line,
                 )
             except ReportedError as e:
                 self.refused, self.remaining = e, 0

@@ -254,9 +254,9 @@ def save_attention(
     return written
 
 
-def _normalise(volume: np.ndarray) -> np.ndarray:
-    """A non-negative volume scaled to [0, 1] by its own maximum (so each explainer's strongest
-    evidence is red)."""
+def scale_to_peak(volume: np.ndarray) -> np.ndarray:
+    """A non-negative array scaled to [0, 1] by its own maximum (so each explainer's strongest
+    evidence is red); an all-zero one stays as it is."""
     peak = float(volume.max())
     return volume / peak if peak > 0 else volume
 
@@ -291,13 +291,13 @@ def explanation_sheet(
     for row, (name, volume, profile) in enumerate(maps):
         top = head + row * (h + BAR_HEIGHT)
         draw.text((8, top + BAR_HEIGHT + h // 2 - 8), name, fill="black", font=font)
-        volume = _normalise(np.asarray(volume, dtype=np.float32))
+        volume = scale_to_peak(np.asarray(volume, dtype=np.float32))
         selected = torch.from_numpy(volume[list(frame_indices)])[:, None]
         upsampled = F.interpolate(selected, size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
         tiles = overlay_frames(big, upsampled, np.zeros(len(frame_indices)))
         bars = None
         if profile is not None:
-            bars = _normalise(np.asarray(profile, dtype=np.float32))[list(frame_indices)]
+            bars = scale_to_peak(np.asarray(profile, dtype=np.float32))[list(frame_indices)]
         for col, tile in enumerate(tiles):
             left = LABEL_WIDTH + col * w
             tile = tile.copy()
