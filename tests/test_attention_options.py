@@ -10,7 +10,7 @@ from stabn.config import load_config
 from stabn.engine.losses import classification_losses
 from stabn.errors import ConfigError
 from stabn.models import build_model
-from stabn.models.abn import AttentionOptions
+from stabn.models.abn import AttentionOptions, attended_motion
 
 TINY = dict(num_classes=5, frame_length=4, frame_size=32, width=4)
 
@@ -153,7 +153,7 @@ def test_class_temporal_attention_reads_the_per_frame_class_scores():
     torch.testing.assert_close(out.temporal_attention.flatten(), expected)
 
 
-@pytest.mark.parametrize("temporal", ["mlp", "frame", "class"])
+@pytest.mark.parametrize("temporal", ["mlp", "frame", "class", "motion"])
 def test_every_parameter_takes_part_in_the_loss(temporal):
     """DDP (without find_unused_parameters) needs every parameter in the graph."""
     torch.manual_seed(0)
@@ -163,3 +163,35 @@ def test_every_parameter_takes_part_in_the_loss(temporal):
     loss.backward()
     unused = [name for name, p in model.named_parameters() if p.grad is None]
     assert not unused, unused
+
+
+def test_attended_motion_is_the_change_under_the_spatial_map():
+    """ "motion": a frame scores the change, from the frame before, of the stem's features in the
+    cells the spatial map attends to, over the clip's mean; change where the map does not look
+    (a distractor) scores nothing, and frame 0 has no frame before it."""
+    stem = torch.zeros(1, 2, 5, 8, 8)  # [B, C, T, H', W'], pooled 4x4 to the map's 2x2 cells
+    stem[:, :, 3, :4, :4] = 1.0  # the attended cell changes at frame 3 (and back at frame 4)
+    stem[:, :, 1:, 4:, 4:] = torch.arange(4.0).view(1, 1, 4, 1, 1)  # a cell never attended changes every frame
+    spatial = torch.zeros(1, 1, 5, 2, 2)
+    spatial[..., 0, 0] = 1.0
+    motion = attended_motion(stem, spatial).flatten()
+    # Frames 3 and 4 each change by 1 in the attended cell: mean 2/5, so each scores 1 / 0.4.
+    torch.testing.assert_close(motion, torch.tensor([0.0, 0.0, 0.0, 2.5, 2.5]))
+
+
+@torch.no_grad()
+def test_motion_temporal_attention_follows_the_attended_change():
+    """With the spatial map on the whole frame, the frame where the clip changes gets the highest
+    temporal weight, the still frames alike the lowest: the head's weights are the same at every
+    frame position, and the weight increases with the motion whatever they learn."""
+    torch.manual_seed(0)
+    model = build_model("abn_resnet18", **{**TINY, "frame_length": 8}, attention={"temporal": "motion"}).eval()
+    with torch.no_grad():
+        model.temp_att_motion.log_scale.fill_(-2.0)  # whatever the scale, more motion scores higher
+        model.temp_att_motion.bias.fill_(-3.0)
+    clip = torch.zeros(1, 3, 8, 32, 32)
+    clip[:, :, 5:, :8, :8] = 1.0  # the top-left corner changes at frame 5 and stays
+    set_map(model.conv_spatial_att, 1.0)
+    temporal = model(clip).temporal_attention.flatten()
+    assert int(temporal.argmax()) == 5
+    assert torch.allclose(temporal[:5], temporal[:1].expand(5)) and torch.allclose(temporal[6:], temporal[:2])

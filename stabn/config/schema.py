@@ -47,8 +47,11 @@ ATTENTION_NORMS = ("none", "peak")
 # frame positions whatever the clip; "frame" scores each frame from its own pooled response
 # (a temporal kernel of 3, the same weights at every position), so the map follows the clip;
 # "class" scores each frame by the attention branch's strongest class response in it (the
-# per-frame scores its classifier reads), so the frames that carry the decision stand out.
-TEMPORAL_SOURCES = ("mlp", "frame", "class")
+# per-frame scores its classifier reads), so the frames that carry the decision stand out;
+# "motion" scores each frame by how much what the spatial map attends to changes from the
+# frame before, read from the stem's per-frame features: evidence local in time, where
+# layer3's temporal receptive field spans the whole clip.
+TEMPORAL_SOURCES = ("mlp", "frame", "class", "motion")
 # How `stabn.explain`, the demo and eval.py's pictures explain a clip: ST-ABN's own maps, or a
 # peer explainer (Captum) of the perception branch's logit, which works for every model.
 EXPLAIN_METHODS = ("attention", "gradcam", "input_gradient", "integrated_gradients")

@@ -10,6 +10,7 @@ import math
 from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stabn.config.schema import AttentionOptions
@@ -90,7 +91,7 @@ class STABN(nn.Module):
     def _add_temporal_attention(self, num_classes: int) -> None:
         """The layers of the temporal map that `attention.temporal` names."""
         T, K, temporal = self.frame_length, num_classes, self.attention.temporal
-        if temporal != "class":  # "class" reads the attention branch's own frame scores
+        if temporal in ("mlp", "frame"):  # "class" and "motion" read other evidence
             self.conv_temp_att1 = nn.Sequential(
                 nn.Conv3d(K, 1, 3, padding=1, bias=False), nn.BatchNorm3d(1), nn.ReLU(inplace=True)
             )
@@ -101,8 +102,10 @@ class STABN(nn.Module):
             self.conv_temp_att3 = nn.Sequential(nn.Linear(T, T), nn.ReLU(inplace=True), nn.Linear(T, T), nn.Sigmoid())
         elif temporal == "frame":
             self.temp_att_frame = nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.Sigmoid())
-        else:
+        elif temporal == "class":
             self.temp_att_class = nn.Sequential(nn.Conv1d(1, 1, 1), nn.Sigmoid())
+        else:
+            self.temp_att_motion = MotionScore()
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -116,8 +119,8 @@ class STABN(nn.Module):
 
     def forward(self, x: Tensor) -> STABNOutput:
         check_clip(x, self.frame_length, type(self).__name__)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer3(self.layer2(self.layer1(x)))
+        stem = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer3(self.layer2(self.layer1(stem)))
 
         att = self.conv_att_common(self.layer_att_common(x))
         frame_scores = self.conv_att_out(att)  # [B, K, T, 1, 1]
@@ -129,8 +132,10 @@ class STABN(nn.Module):
             temporal = self.conv_temp_att3(self.conv_temp_att2(temporal).view(b, t))
         elif self.attention.temporal == "frame":
             temporal = self.temp_att_frame(self.conv_temp_att1(att).mean(dim=(3, 4)))
-        else:
+        elif self.attention.temporal == "class":
             temporal = self.temp_att_class(frame_scores.amax(dim=1).view(b, 1, t))
+        else:
+            temporal = self.temp_att_motion(attended_motion(stem, spatial))
         temporal = temporal.view(b, 1, t, 1, 1)
         if self.attention.norm == "peak":
             # The floor keeps a map whose sigmoid underflowed to 0 everywhere at 0, not NaN.
@@ -145,6 +150,36 @@ class STABN(nn.Module):
         x = self.layer4(self.conv_att_mechanism(x))
         logits = self.fc(self.dropout_per(self.avgpool(x).flatten(1)))
         return STABNOutput(logits, att_logits, spatial, temporal)
+
+
+class MotionScore(nn.Module):
+    """A frame's temporal weight from its attended motion m >= 0 (`attended_motion`):
+    sigmoid(exp(log_scale) * m + bias), increasing in m whatever the weights learn. Left free
+    (a convolution over m), the map learned to peak on the still frames before and after an
+    event, which show where the target started and ended as well as the event shows how it
+    moved, and the map stopped saying when anything happened (docs/EXPLANATIONS.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, motion: Tensor) -> Tensor:
+        return torch.sigmoid(self.log_scale.exp() * motion + self.bias)
+
+
+def attended_motion(stem: Tensor, spatial: Tensor) -> Tensor:
+    """How much what the spatial map attends to changes at each frame, [B, 1, T]: the stem's
+    per-frame features (no temporal kernel yet, so frame t sees frame t alone) differenced with
+    the frame before, pooled to the map's cells and averaged under the map, then divided by the
+    clip's mean so that the scale of the features does not matter. Frame 0 has no frame before
+    it and no change. Moving distractors change too, but where the map does not look."""
+    change = (stem[:, :, 1:] - stem[:, :, :-1]).abs().mean(dim=1, keepdim=True)  # [B, 1, T-1, H', W']
+    change = F.adaptive_avg_pool3d(change, (change.shape[2], *spatial.shape[-2:]))
+    weights = spatial[:, :, 1:]
+    motion = (change * weights).sum(dim=(3, 4)) / weights.sum(dim=(3, 4)).clamp_min(1e-12)  # [B, 1, T-1]
+    motion = F.pad(motion, (1, 0))
+    return motion / motion.mean(dim=2, keepdim=True).clamp_min(1e-12)
 
 
 def stabn(depth: int, **kwargs) -> STABN:
