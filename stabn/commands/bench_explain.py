@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _layers(text: str) -> Tuple[str, ...]:
-    layers = tuple(name.strip() for name in text.split(",") if name.strip())
+    layers = _names(text)
     if len(set(layers)) != len(layers):
         raise ConfigError(f"--layers names a layer twice: {text!r}")
     return layers
