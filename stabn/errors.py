@@ -29,9 +29,11 @@ REFUSED_EXIT_CODE = 75
 
 
 class ReportedError(Exception):
-    """An error that ends a command with its one line and `exit_code`."""
+    """An error that ends a command with its one line and `exit_code`. `follows_another`: it
+    is what this process met because another one failed first (its peers are gone)."""
 
     exit_code = FAILED_EXIT_CODE
+    follows_another = False
 
 
 class StabnError(ReportedError):
@@ -136,14 +138,19 @@ def error_message(error: BaseException) -> str:
     return " ".join(message.split())
 
 
-def write_torchelastic_error(line: str) -> None:
+def write_torchelastic_error(line: str, follows_another: bool = False) -> None:
     """Write `line` to the error file torchrun gives each worker (TORCHELASTIC_ERROR_FILE), in
     torchelastic's format, so that torchrun's failure summary shows it as the root cause; no-op
-    outside torchrun. Without a `py_callstack` entry the summary shows the message itself."""
+    outside torchrun. Without a `py_callstack` entry the summary shows the message itself.
+
+    torchrun names the failure with the earliest timestamp, in whole seconds, and the lowest
+    rank at a tie: an error that `follows_another` process's failure is dated a second later,
+    so that the failure it follows stays the root cause when both fall in the same second."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
         return
-    data = {"message": {"message": line, "extraInfo": {"timestamp": str(int(time.time()))}}}
+    stamp = int(time.time()) + (1 if follows_another else 0)
+    data = {"message": {"message": line, "extraInfo": {"timestamp": str(stamp)}}}
     try:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -158,7 +165,7 @@ def report_error(error: BaseException) -> int:
     writes it to its torchelastic error file: a line that only another rank met still reaches
     torchrun's summary."""
     line = f"error: {error_message(error)}"
-    write_torchelastic_error(line)
+    write_torchelastic_error(line, getattr(error, "follows_another", False))
     if os.environ.get("RANK", "0") == "0":
         print(line, file=sys.stderr)
     return getattr(error, "exit_code", BAD_INPUT_EXIT_CODE)

@@ -444,3 +444,23 @@ def test_error_message_of_a_loader_worker_is_its_own():
     assert stop_loader_workers(error) == 1
     assert not any(w.is_alive() for w in workers)
     assert stop_loader_workers(error) == 0
+
+
+def test_an_error_that_follows_another_is_dated_after_it(tmp_path, monkeypatch, capsys):
+    """torchrun names the earliest failure, in whole seconds, the lowest rank at a tie: a rank
+    that lost its peers dates its line a second later, so the rank that failed first stays the
+    root cause (rank 0's "lost the other processes" would win a tie with rank 1's bad input)."""
+    import json as json_module
+
+    from stabn.engine.distributed import PeersGone
+    from stabn.errors import DataError, report_error
+
+    monkeypatch.setattr("stabn.errors.time.time", lambda: 1000.5)
+    stamps = {}
+    for name, error in (("cause", DataError("corrupt JPEG x.jpg")), ("follower", PeersGone("rank 0 lost them"))):
+        path = tmp_path / f"{name}.json"
+        monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(path))
+        assert report_error(error) == error.exit_code
+        stamps[name] = int(json_module.loads(path.read_text())["message"]["extraInfo"]["timestamp"])
+    assert stamps == {"cause": 1000, "follower": 1001}
+    capsys.readouterr()

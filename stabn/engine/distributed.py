@@ -113,9 +113,10 @@ class RelayedError(ReportedError):
     """An error raised again with the line and exit code it had: another rank's, on this one, or
     this rank's own, without the traceback that held its objects."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, follows_another: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.follows_another = follows_another
 
 
 def raise_on_every_rank(error: Optional[ReportedError], ctx: DistContext) -> None:
@@ -171,6 +172,12 @@ class CollectiveError(ReportedError):
     """A collective that gave up: the other processes never joined it, or are gone."""
 
 
+class PeersGone(CollectiveError):
+    """The other processes of a collective are gone: one of them failed first."""
+
+    follows_another = True
+
+
 # How Gloo and NCCL word the two failures; they raise a plain RuntimeError for both.
 _TIMED_OUT = ("timed out", "timeout")
 _PEERS_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe")
@@ -193,7 +200,7 @@ def collective_errors_named(ctx: DistContext, timeout: float, key: str = "train.
                 f"({key}): they took another path or stopped answering"
             ) from None
         if any(words in text for words in _PEERS_GONE):
-            raise CollectiveError(
+            raise PeersGone(
                 f"rank {ctx.rank} lost the other processes at {ctx.step}: one of them stopped; "
                 "torchrun's summary names the first failure"
             ) from None

@@ -365,7 +365,7 @@ def train(cfg: Config, launcher: str) -> Dict[str, Any]:
             with collective_errors_named(ctx, cfg.train.collective_timeout):
                 return Trainer(cfg, ctx).fit()
         except ReportedError as e:
-            error = RelayedError(error_message(e), e.exit_code)
+            error = RelayedError(error_message(e), e.exit_code, e.follows_another)
             # The frames of the error's tracebacks hold the Trainer, and with it DDP and the
             # DataLoader iterators: they go now, before the process group, or DDP's teardown at
             # exit, after the group's, can abort the process (SIGABRT instead of the exit code).
