@@ -21,7 +21,7 @@ def stop_loader_workers(error: BaseException) -> int:
     Needed because the traceback and the iterator end up in a reference cycle: when the garbage
     collector frees it, the index queues' finalizers may have closed them before the iterator's
     own shutdown sends its workers their stop signal, and the workers, which ignore SIGTERM
-    (`data.loader.ignore_stop_signals`), then keep the exit waiting for ever.
+    (`stabn.data.dataloader.ignore_stop_signals`), then keep the exit waiting for ever.
 
     The shutdown is torch's private one (`stabn.torch_compat.shut_down_loader_iterator`)."""
     stopped, seen = 0, set()

@@ -1,7 +1,7 @@
 """What ST-ABN's own attention maps look like on data with ground truth: where their peaks
 fall, how saturated and how contrasted they are, and how much more they weight the target
-than the rest. Figures for docs/EXPLANATIONS.md, from `python -m stabn.bench explain
---diagnose`."""
+than the rest. Figures for docs/EXPLANATIONS.md: `stabn-bench explain` prints them under its
+table."""
 
 from __future__ import annotations
 
