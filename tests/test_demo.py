@@ -16,6 +16,7 @@ import stabn
 from helpers import (
     encode_video,
     lossless_codec,
+    lossy_codec,
     run_console_script,
     textured_frames,
     unusable_videos,
@@ -23,9 +24,11 @@ from helpers import (
 )
 from stabn.checkpoint import save_checkpoint
 from stabn.commands.demo import main
+from stabn.config.schema import EXPLAIN_METHODS
 from stabn.data import clip_indices, eval_starts
 from stabn.data.synthetic import CLASS_NAMES
-from stabn.interpret.visualize import header_height
+from stabn.interpret.visualize import enlarge, header_height
+from stabn.video_report import write_video_report
 
 av = pytest.importorskip("av")
 
@@ -184,3 +187,40 @@ def test_a_frames_folder_works_in_process_too(demo_inputs, tmp_path, capsys):
     report = json.loads((out / "prediction.json").read_text())
     assert report["frame_indices"] == centre_clip() and report["video_info"]["codec"] == "jpeg"
     assert np.asarray(Image.open(out / "attention.png")).shape[1] == 8 * 224
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float64) @ [0.299, 0.587, 0.114]
+
+
+@pytest.mark.slow
+def test_every_method_draws_a_camera_sized_lossy_video_readably(demo_inputs, tmp_path):
+    """A 320x240 video at 25 fps in H.264 (VP9 where FFmpeg lacks it), decoded with its
+    codec's losses: each method writes its pictures of the same frames, the PNG is the sheet
+    `explain` drew, the maps differ from method to method, and under every map the frame stays
+    visible (its tile follows the frame's light and dark)."""
+    torch.set_num_threads(1)
+    suffix, codec, pix_fmt = lossy_codec()
+    video = encode_video(tmp_path / f"camera{suffix}", textured_frames(40, 240, 320, seed=3), 25, codec, pix_fmt)
+    reports = {}
+    for method in EXPLAIN_METHODS:
+        out = tmp_path / method
+        reports[method] = r = write_video_report(video, demo_inputs.abn, out=out, method=method, topk=3)
+        e = r.explanation
+        report = json.loads((out / "prediction.json").read_text())
+        assert report["method"] == method and report["video_info"]["codec"] == ("h264" if suffix == ".mp4" else "vp9")
+        assert (report["video_info"]["width"], report["video_info"]["height"]) == (320, 240)
+        assert np.array_equal(np.asarray(Image.open(out / "attention.png").convert("RGB")), np.asarray(e.image))
+        assert Image.open(out / "attention.gif").n_frames == T
+        big = luminance(enlarge(e.frames, 224))
+        for t, tile in enumerate(e.overlays):
+            shown = luminance(np.asarray(tile)[-224:])  # the frame under the map, below its bar
+            assert np.corrcoef(shown.ravel(), big[t].ravel())[0, 1] > 0.5, (method, t)
+    first = reports["attention"].explanation
+    for method, r in reports.items():
+        assert np.array_equal(r.explanation.frames, first.frames), method
+        assert r.prediction.classes == first.prediction.classes, method
+    for a in EXPLAIN_METHODS:
+        for b in EXPLAIN_METHODS:
+            if a < b:
+                assert not np.allclose(reports[a].explanation.spatial, reports[b].explanation.spatial), (a, b)
