@@ -7,7 +7,7 @@ import functools
 import sys
 from typing import Optional, Sequence
 
-from stabn.commands import bench_cost, bench_explain, bench_loader, bench_speed
+from stabn.commands import bench_cost, bench_explain, bench_explain_seeds, bench_loader, bench_speed
 from stabn.commands.common import CommandParser, run_command
 
 
@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_explain.add_arguments(explain_parser)
     explain_parser.set_defaults(run=bench_explain.main)
+    seeds_parser = subparsers.add_parser(
+        "explain-seeds",
+        help="the explanation benchmark of several training seeds: mean and range",
+        description=bench_explain_seeds.__doc__,
+    )
+    bench_explain_seeds.add_arguments(seeds_parser)
+    seeds_parser.set_defaults(run=bench_explain_seeds.main)
     cost_parser = subparsers.add_parser(
         "cost", help="parameters, forward FLOPs and activation memory of a model, on the meta device",
         description=bench_cost.__doc__,

@@ -30,7 +30,7 @@ def _table(first: str, titles: Sequence[str], rows: Dict[str, List[str]]) -> Lis
     return lines + [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
 
 
-def _metric_table(summary: Dict[str, Any], keys: Sequence[str]) -> List[str]:
+def metric_table(summary: Dict[str, Any], keys: Sequence[str]) -> List[str]:
     titles = dict(METRICS)
     rows = {name: [cell(figures[key]) for key in keys] for name, figures in summary["explainers"].items()}
     return _table("explainer", [titles[key] for key in keys], rows)
@@ -60,8 +60,8 @@ def markdown_table(summary: Dict[str, Any]) -> str:
     """The figures as Markdown tables (where, when, the sanity check), and a few lines saying
     what they were measured on."""
     settings = summary["settings"]
-    lines = _metric_table(summary, TABLE_METRICS)
-    lines += ["", *_metric_table(summary, TIME_METRICS)]
+    lines = metric_table(summary, TABLE_METRICS)
+    lines += ["", *metric_table(summary, TIME_METRICS)]
     lines += sanity_table(summary.get("sanity"))
     percent = round(100 * settings["confidence"])
     auc_part = (
