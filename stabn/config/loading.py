@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from stabn.config.schema import CHOICES, MODEL_NAMES, STABN_NAMES, Config
+from stabn.config.schema import CHOICES, MODEL_NAMES, SOURCE_LABEL_FORMATS, STABN_NAMES, Config
 from stabn.errors import ConfigError
 from stabn.fileio import atomic_write_text
 
@@ -172,11 +172,38 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, Any]:
     return nested
 
 
+def _sync_root(cfg: Config, values: Mapping[str, Any], where: str) -> None:
+    """data.root and data.frames_root name the same folder: the one a layer gives fills the
+    other, so that a later layer (an override, a resume's) wins whichever name it uses."""
+    data = values.get("data")
+    if not isinstance(data, Mapping):
+        return
+    if "root" in data and "frames_root" in data and cfg.data.root != cfg.data.frames_root:
+        raise ConfigError(f"{where}data.root {cfg.data.root!r} and data.frames_root {cfg.data.frames_root!r} "
+                          "are the same key: give one")  # fmt: skip
+    if "root" in data:
+        cfg.data.frames_root = cfg.data.root
+    elif "frames_root" in data:
+        cfg.data.root = cfg.data.frames_root
+
+
 def validate(cfg: Config) -> None:
     for key, choices in CHOICES.items():
         value = _get(cfg, key)
         if value not in choices:
             raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+    formats = SOURCE_LABEL_FORMATS[cfg.data.source]
+    if cfg.data.label_format not in formats:
+        raise ConfigError(f"'data.label_format' {cfg.data.label_format!r} does not apply to data.source="
+                          f"{cfg.data.source}: give one of {', '.join(formats)}")  # fmt: skip
+    if cfg.data.short_side is not None and cfg.data.source != "videos":
+        raise ConfigError("'data.short_side' resizes decoded videos (data.source=videos); frame folders are "
+                          "resized when prepared (stabn-prepare-ssv2 --short-side)")  # fmt: skip
+    if cfg.data.short_side is not None and cfg.data.short_side < cfg.data.frame_size:
+        raise ConfigError(f"'data.short_side' {cfg.data.short_side} is smaller than the "
+                          f"{cfg.data.frame_size} px crop (data.frame_size)")  # fmt: skip
+    if cfg.train.reset_lr_multiplier <= 0:
+        raise ConfigError(f"'train.reset_lr_multiplier' must be positive, got {cfg.train.reset_lr_multiplier!r}")
     positive = [
         "model.num_classes",
         "model.width",
@@ -229,7 +256,10 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
     if path is not None:
         data, lines = read_yaml(path)
         _apply(cfg, data, "", str(path), lines)
-    _apply(cfg, parse_overrides(overrides), "", "command line: ", {})
+        _sync_root(cfg, data, f"{path}: ")
+    values = parse_overrides(overrides)
+    _apply(cfg, values, "", "command line: ", {})
+    _sync_root(cfg, values, "command line: ")
     validate(cfg)
     return cfg
 
@@ -239,6 +269,7 @@ def layered_config(layers: Sequence[Tuple[Mapping[str, Any], str]]) -> Config:
     cfg = Config()
     for values, where in layers:
         _apply(cfg, values, "", where, {})
+        _sync_root(cfg, values, where)
     validate(cfg)
     return cfg
 

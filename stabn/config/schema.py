@@ -19,8 +19,17 @@ MODEL_NAMES = tuple(name for d in MODEL_DEPTHS for name in (f"resnet{d}", f"abn_
 )
 # The models with an attention branch, whose forward returns `STABNOutput`.
 STABN_NAMES = tuple(name for name in MODEL_NAMES if name.startswith("abn_"))
-# ssv2: "id num_frames label" lines; generic: "dir label".
-LABEL_FORMATS = ("ssv2", "generic")
+# Where clips come from: folders of JPEG frames, or video files decoded in the loader workers.
+DATA_SOURCES = ("frames", "videos")
+# ssv2: "id num_frames label" lines (frames); generic: "relative/path label" (a frame folder or
+# a video file under the root); kinetics: Kinetics' CSV (label,youtube_id,time_start,time_end,
+# split; videos); ssv2_json: SSv2's official JSON with its labels JSON beside it (videos).
+LABEL_FORMATS = ("ssv2", "generic", "kinetics", "ssv2_json")
+# The label formats each source reads.
+SOURCE_LABEL_FORMATS = {"frames": ("ssv2", "generic"), "videos": ("generic", "kinetics", "ssv2_json")}
+# train.freeze: the backbone stages frozen, up to and including the one named (stem: conv1 and
+# bn1; backbone: all of layer4 too); the rest trains.
+FREEZE_POINTS = ("none", "stem", "layer1", "layer2", "layer3", "layer4", "backbone")
 # Short videos: repeat the first frame, the last, or loop.
 PADDING_MODES = ("first", "last", "loop")
 CHANNEL_ORDERS = ("bgr", "rgb")
@@ -98,6 +107,10 @@ class ModelConfig:
     # width is an error naming its first misfit. false loads the tensors that fit, with a warning.
     pretrained_2d_strict: bool = True
     sync_bn: bool = False
+    # A checkpoint (this project's or the original's) whose weights start the run: every tensor
+    # whose shape fits is loaded; the layers whose shape depends on the class count are
+    # re-initialised (fine-tuning to another label set). Applied after pretrained_2d.
+    init_from: Optional[str] = None
     # ST-ABN's attention (stabn/models/stabn.py); the defaults are the original architecture:
     # spatial_gate residual: x * (1 + s) | multiply: x * s;
     # fusion concat: [x * gate(s), x * a] | product: x * gate(s) * a;
@@ -109,12 +122,19 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    source: str = "frames"  # one of DATA_SOURCES
+    # The folder the label lists' paths are under: frame folders, or video files. data.root is
+    # the same key by a name that fits videos too; give either.
     frames_root: str = ""
+    root: str = ""
     train_labels: str = ""
     val_labels: str = ""
     class_names: Optional[str] = None  # one name per line, line i = class i
     ground_truth: Optional[str] = None  # boxes and event windows; default: beside frames_root
-    label_format: str = "ssv2"  # ssv2: "id num_frames label"; generic: "dir label"
+    label_format: str = "ssv2"  # one of LABEL_FORMATS (frames: ssv2 | generic; videos: generic | kinetics | ssv2_json)
+    # Videos: frames are resized so that their short side is this many pixels before the crop
+    # (Pillow bilinear, as prepare_ssv2 --short-side); None keeps them as decoded.
+    short_side: Optional[int] = None
     frame_template: str = "%06d.jpg"
     frame_length: int = 32
     frame_size: int = 224
@@ -138,6 +158,11 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    # Fine-tuning: the backbone frozen up to and including this stage (one of FREEZE_POINTS;
+    # backbone with a 3D ResNet: a linear probe), and the learning rate of the layers that
+    # model.init_from re-initialised, as a multiple of train.lr.
+    freeze: str = "none"
+    reset_lr_multiplier: float = 1.0
     schedule: str = "multistep"  # multistep | cosine
     milestones: List[int] = field(default_factory=lambda: [75, 125])
     gamma: float = 0.1
@@ -208,12 +233,14 @@ class Config:
 
 # Dotted key -> the strings it accepts.
 CHOICES = {
+    "data.source": DATA_SOURCES,
     "data.label_format": LABEL_FORMATS,
     "data.channel_order": CHANNEL_ORDERS,
     "data.padding": PADDING_MODES,
     "data.jitter": (*JITTER_MODES, "none"),
     "data.flip": FLIP_MODES,
     "train.schedule": SCHEDULES,
+    "train.freeze": FREEZE_POINTS,
     "model.attention.spatial_gate": SPATIAL_GATES,
     "model.attention.fusion": FUSIONS,
     "model.attention.norm": ATTENTION_NORMS,
