@@ -5,7 +5,11 @@ Two formats:
 * ``"ssv2"`` (TSM-style SSv1/SSv2 files, the original's format): ``video_id num_frames class_id``.
   The frame folder is ``<frames_root>/<video_id>``.
 * ``"generic"``: ``relative_video_dir class_id``; the frame count is the number of JPEGs in
-  ``<frames_root>/<relative_video_dir>``, counted when the file is read.
+  ``<frames_root>/<relative_video_dir>``, counted when the file is read. For video files
+  (``videos=True``) the path is a video file under the root and its frame count comes from the
+  container when a clip is read (0 in the record).
+
+Kinetics' CSV and SSv2's JSON, which name video files, are read by `stabn.data.video_lists`.
 
 Test splits have no labels: with ``labelled=False`` the class column may be left out and the
 record's label is -1.
@@ -17,7 +21,7 @@ import logging
 import os
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
-from stabn.config.schema import LABEL_FORMATS
+from stabn.config.schema import SOURCE_LABEL_FORMATS
 from stabn.errors import DataError, PathLike
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,7 @@ def read_label_file(
     fmt: str = "ssv2",
     check_frames: bool = False,
     labelled: bool = True,
+    videos: bool = False,
 ) -> List[VideoRecord]:
     """Read a label file into records, in file order; blank lines are skipped.
 
@@ -90,13 +95,15 @@ def read_label_file(
         check_frames: check that every frame folder exists (always done for ``"generic"``,
             which counts the frames).
         labelled: when False the class column may be missing (label -1).
+        videos: ``"generic"`` lines name video files: nothing is counted, ``num_frames`` is 0.
 
     Raises:
         DataError: naming the file and line of a malformed line, a non-integer, a frame
             count below 1, a class id out of range, or a missing frame folder.
     """
-    if fmt not in LABEL_FORMATS:
-        raise ValueError(f"fmt must be one of {LABEL_FORMATS}, got {fmt!r}")
+    formats = SOURCE_LABEL_FORMATS["frames"]
+    if fmt not in formats or (videos and fmt != "generic"):
+        raise ValueError(f"fmt must be one of {formats} (generic for video files), got {fmt!r}")
     path = os.fspath(path)
     records = []
     for lineno, line in enumerate(_read_lines(path), start=1):
@@ -106,7 +113,7 @@ def read_label_file(
         video_id, label_field, frames_field = _split_line(line, fmt, labelled, where)
         label = -1 if label_field is None else _class_id(label_field, num_classes, where)
         folder = os.path.join(os.fspath(frames_root), video_id) if frames_root is not None else video_id
-        num_frames = _frame_count(frames_field, folder, where)
+        num_frames = 0 if videos else _frame_count(frames_field, folder, where)
         records.append(VideoRecord(video_id, num_frames, label, folder, lineno))
     missing = first_missing_folder(records) if check_frames and fmt == "ssv2" else None
     if missing is not None:

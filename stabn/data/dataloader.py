@@ -4,12 +4,27 @@ config's `data` section describes."""
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, List
 
 import torch
 from torch.utils.data import DataLoader
 
+from stabn.data.annotations import read_class_names
 from stabn.data.dataset import FrameClipDataset, collate_clips
+from stabn.data.video_dataset import VideoClipDataset
+from stabn.data.video_lists import kinetics_labels
+from stabn.errors import DataError
+
+
+def kinetics_class_names(data: Any, num_classes: int) -> List[str]:
+    """The class names a Kinetics CSV's labels are numbered by: data.class_names, or the sorted
+    labels of the training CSV."""
+    if data.class_names:
+        return read_class_names(data.class_names, num_classes)
+    names = kinetics_labels(data.train_labels)
+    if len(names) != num_classes:
+        raise DataError(f"{data.train_labels}: {len(names)} labels for {num_classes} classes (model.num_classes)")
+    return names
 
 
 def make_dataset(
@@ -17,6 +32,24 @@ def make_dataset(
 ) -> FrameClipDataset:
     """The dataset that `data` (a config's `data` section, `stabn.config.DataConfig`) describes
     for the label file `labels`, for training (`train`) or evaluation (`eval`)."""
+    if data.source == "videos":
+        return VideoClipDataset(
+            labels,
+            data.root,
+            data.frame_length,
+            data.frame_size,
+            mode=mode,
+            num_clips=num_clips,
+            num_crops=num_crops,
+            padding=data.padding,
+            skip_corrupt=data.skip_corrupt,
+            flip=data.flip,
+            seed=seed,
+            fmt=data.label_format,
+            num_classes=num_classes,
+            short_side=data.short_side,
+            class_names=kinetics_class_names(data, num_classes) if data.label_format == "kinetics" else None,
+        )
     return FrameClipDataset(
         labels,
         data.frames_root,

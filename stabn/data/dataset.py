@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -208,15 +208,20 @@ class FrameClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _clips(self, index: int) -> Tuple[Optional[np.random.Generator], List[List[int]]]:
-        record = self.records[index]
+    def _clips(
+        self, index: int, num_frames: Optional[int] = None
+    ) -> Tuple[Optional[np.random.Generator], List[List[int]]]:
+        """The training randomness of item `index` and its clips' frame indices, for a video of
+        `num_frames` frames (default: its record's count)."""
+        if num_frames is None:
+            num_frames = self.records[index].num_frames
         if self.mode == "train":
             rng = sample_rng(self.seed, self.epoch, index)
-            starts = [train_start(record.num_frames, self.frame_length, rng)]
+            starts = [train_start(num_frames, self.frame_length, rng)]
         else:
             rng = None
-            starts = eval_starts(record.num_frames, self.frame_length, self.num_clips)
-        return rng, [clip_indices(s, record.num_frames, self.frame_length, self.padding) for s in starts]
+            starts = eval_starts(num_frames, self.frame_length, self.num_clips)
+        return rng, [clip_indices(s, num_frames, self.frame_length, self.padding) for s in starts]
 
     def clip_frames(self, index: int) -> List[List[int]]:
         """The frame indices (0-based) of each clip of item `index`, in the current epoch."""
@@ -252,6 +257,23 @@ class FrameClipDataset(Dataset):
         """Fill `crops` ``[V, T, S, S, 3]`` with item `index`'s views (RGB, channels-last)."""
         rng, clips = self._clips(index)
         folder = self.records[index].path
+        order = sorted(frame_uses(clips))
+        paths = dict(zip(order, frame_paths(folder, order, self.template)))
+        frames = ((i, self._read(index, paths[i])) for i in order)
+        self._fill(crops, clips, rng, frames, folder, paths.__getitem__)
+
+    def _fill(
+        self,
+        crops: torch.Tensor,
+        clips: List[List[int]],
+        rng: Optional[np.random.Generator],
+        frames: Iterable[Tuple[int, torch.Tensor]],
+        source: str,
+        frame_name: Callable[[int], str],
+    ) -> None:
+        """Copy the crops of `frames`, ``(index, [3, H, W] view of an [H, W, 3] buffer)`` in
+        increasing index order, each frame of `clips` once, into `crops`; `source` names the
+        video in errors, `frame_name` a frame by its index."""
         # Each frame is read once and its crops copied out at once, so that only one decoded
         # frame is alive at a time (fewer fresh pages to fault in).
         uses = frame_uses(clips)
@@ -261,16 +283,14 @@ class FrameClipDataset(Dataset):
         offsets: List[Tuple[int, int]] = []
         size: Tuple[int, ...] = ()
         flip = "none"
-        order = sorted(uses)
-        for i, path in zip(order, frame_paths(folder, order, self.template)):
-            frame = self._read(index, path)  # [3, H, W], a view of an [H, W, 3] buffer
+        for i, frame in frames:
             if not offsets:
                 size = tuple(frame.shape[1:])
-                offsets, flip = self._placement(folder, size, rng)
+                offsets, flip = self._placement(source, size, rng)
             elif tuple(frame.shape[1:]) != size:
                 raise DataError(
-                    f"frame {path} is {frame.shape[1]}x{frame.shape[2]}, the other frames "
-                    f"of {folder} are {size[0]}x{size[1]}"
+                    f"frame {frame_name(i)} is {frame.shape[1]}x{frame.shape[2]}, the other frames "
+                    f"of {source} are {size[0]}x{size[1]}"
                 )
             for j, crop in enumerate(frame_crops(frame, offsets, self.frame_size)):
                 crop = orient_crops(crop, flip)

@@ -191,14 +191,23 @@ def probe_video(path: PathLike) -> VideoInfo:
         fps, declared, codec = _fps(stream), _declared_seconds(stream), stream.codec_context.name
     if count == 0:
         raise DataError(f"{path} has no decodable video frame")
-    if declared and fps and first is not None and last is not None:
-        end = last - first + 1.0 / fps
-        if end < declared * TRUNCATED_SHARE and declared - end > TRUNCATED_FRAMES / fps:
-            raise DataError(
-                f"corrupt video {path}: its frames end at {end:.2f} s of the {declared:.2f} s it declares "
-                "(cut short or damaged); partly decodable videos are refused"
-            )
+    check_not_cut_short(path, first, last, fps, declared)
     return VideoInfo(path, count, size[0], size[1], fps, codec)
+
+
+def check_not_cut_short(
+    path: str, first: Optional[float], last: Optional[float], fps: Optional[float], declared: Optional[float]
+) -> None:
+    """DataError when frames from `first` to `last` seconds (at `fps`) end well before the
+    `declared` duration of their stream: the file was cut short or is damaged."""
+    if not (declared and fps and first is not None and last is not None):
+        return
+    end = last - first + 1.0 / fps
+    if end < declared * TRUNCATED_SHARE and declared - end > TRUNCATED_FRAMES / fps:
+        raise DataError(
+            f"corrupt video {path}: its frames end at {end:.2f} s of the {declared:.2f} s it declares "
+            "(cut short or damaged); partly decodable videos are refused"
+        )
 
 
 def _crop(image: Image.Image, frame_size: int, short_side: Optional[int]) -> np.ndarray:
