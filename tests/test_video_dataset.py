@@ -214,3 +214,20 @@ def test_video_keys_that_do_not_fit_are_one_line_config_errors():
             load_config(overrides=overrides)
     cfg = load_config(overrides=["data.root=somewhere"])
     assert cfg.data.frames_root == cfg.data.root == "somewhere"
+
+
+def test_the_preflight_check_opens_every_container_and_decodes_first_frames(tmp_path):
+    from stabn.engine.preflight import check_videos
+
+    suffix, codec, pix_fmt = lossy_codec()
+    for name, (height, width) in (("a", (40, 48)), ("b", (36, 44))):
+        encode(tmp_path / f"{name}{suffix}", textured_frames(6, height, width), 12, codec, pix_fmt)
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    (tmp_path / "list.txt").write_text(f"a{suffix} 0\nb{suffix} 1\n")
+    assert check_videos(VideoClipDataset(tmp_path / "list.txt", tmp_path, T, S)) == (36, 44)
+    assert check_videos(VideoClipDataset(tmp_path / "list.txt", tmp_path, T, S, short_side=40)) == (40, 48)
+    with pytest.raises(DataError, match=r"list.txt:2: frames of .*b.* are 36x44, smaller than the 40x40 crop"):
+        check_videos(VideoClipDataset(tmp_path / "list.txt", tmp_path, T, 40))
+    (tmp_path / "list.txt").write_text(f"a{suffix} 0\nnotes.mp4 1\n")
+    with pytest.raises(DataError, match=r"list.txt:2: .*notes.mp4 is not a video file PyAV can read"):
+        check_videos(VideoClipDataset(tmp_path / "list.txt", tmp_path, T, S))

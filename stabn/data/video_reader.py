@@ -82,6 +82,13 @@ def open_video(path: str) -> Iterator[OpenVideo]:
         yield _opened(path, stream, count, False)
 
 
+def video_header(path: str) -> Tuple[int, int]:
+    """(height, width) that the container of `path` declares, read from its header alone;
+    DataError as `open_video`'s."""
+    with _video_stream(path) as stream:
+        return stream.height, stream.width
+
+
 def _array(frame, short_side: Optional[int]) -> np.ndarray:
     """One decoded frame as uint8 RGB [H, W, 3], resized so its short side is `short_side`."""
     if short_side is None or min(frame.height, frame.width) == short_side:

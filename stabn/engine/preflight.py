@@ -12,6 +12,9 @@ from stabn.checkpoint import extract_state_dict, load_weights
 from stabn.config import Config
 from stabn.data import FrameClipDataset, frame_paths, read_jpeg
 from stabn.data.annotations import first_missing_folder
+from stabn.data.video_dataset import VideoClipDataset
+from stabn.data.video_lists import place
+from stabn.data.video_reader import CountMismatch, clip_frames, open_video, video_header
 from stabn.errors import DataError, write_error
 
 # Videos of each list whose first frame is decoded: enough to catch frames of another name,
@@ -19,10 +22,38 @@ from stabn.errors import DataError, write_error
 SAMPLED_VIDEOS = 8
 
 
+def _video_files(dataset: VideoClipDataset) -> Tuple[int, int]:
+    """Every video's container opens with a video stream, and the first frames of
+    `SAMPLED_VIDEOS` videos spread over them decode to at least the crop size once resized;
+    returns the size (height, width) of the one with the shortest side."""
+    for record in dataset.records:
+        try:
+            video_header(record.path)
+        except DataError as e:
+            raise DataError(f"{place(dataset.label_file, record)}: {e}") from None
+    count, s = len(dataset.records), dataset.frame_size
+    sizes = []
+    for index in sorted({i * count // SAMPLED_VIDEOS for i in range(SAMPLED_VIDEOS)}):
+        record = dataset.records[index]
+        try:
+            with open_video(record.path) as video:
+                _, frame = next(clip_frames(video, [0], dataset.short_side))
+        except (DataError, CountMismatch, StopIteration) as e:
+            raise DataError(f"{place(dataset.label_file, record)}: {record.path}: no first frame ({e})") from None
+        height, width = frame.shape[:2]
+        if min(height, width) < s:
+            raise DataError(f"{place(dataset.label_file, record)}: frames of {record.path} are {height}x{width}, "
+                            f"smaller than the {s}x{s} crop")  # fmt: skip
+        sizes.append((height, width))
+    return min(sizes, key=min)
+
+
 def check_videos(dataset: FrameClipDataset) -> Tuple[int, int]:
-    """Every frame folder of `dataset` exists, and the first frames of `SAMPLED_VIDEOS` videos
-    spread over it decode to at least the crop size; returns the size (height, width) of the
-    one with the shortest side."""
+    """Every frame folder (or video file) of `dataset` exists, and the first frames of
+    `SAMPLED_VIDEOS` videos spread over it decode to at least the crop size; returns the size
+    (height, width) of the one with the shortest side."""
+    if isinstance(dataset, VideoClipDataset):
+        return _video_files(dataset)
     missing = first_missing_folder(dataset.records)
     if missing is not None:
         raise DataError(f"{dataset.label_file}:{missing.line}: frame folder {missing.path} does not exist")
@@ -39,6 +70,10 @@ def check_videos(dataset: FrameClipDataset) -> Tuple[int, int]:
             raise DataError(f"{where}: frames of {record.path} are {height}x{width}, smaller than the {s}x{s} crop")
         sizes.append((height, width))
     return min(sizes, key=min)
+
+
+def _every(source: str) -> str:
+    return "every frame folder there" if source == "frames" else "every video's container opens"
 
 
 def check_writable(folder: Path) -> None:
@@ -64,7 +99,7 @@ def check_training(cfg: Config) -> str:
     model = training_model(cfg)
     pretrained = cfg.model.pretrained_2d
     done = [
-        f"{len(train_set)} training and {len(val_set)} validation videos, every frame folder there",
+        f"{len(train_set)} training and {len(val_set)} validation videos, {_every(cfg.data.source)}",
         "first frames decode (the smallest {}x{})".format(*smallest),
         f"{cfg.model.name} builds" + (f" with the 2D weights of {pretrained}" if pretrained else ""),
     ]
@@ -88,6 +123,6 @@ def check_evaluation(logdir: str, checkpoint: Optional[str], overrides: Sequence
     out = Path(cfg.logdir) / cfg.eval.output
     check_writable(out)
     return (
-        f"{path} holds {model.spec.name}, {len(dataset)} videos to evaluate, every frame folder there, first "
+        f"{path} holds {model.spec.name}, {len(dataset)} videos to evaluate, {_every(cfg.data.source)}, first "
         f"frames decode (the smallest {height}x{width}), {out} writable"
     )
