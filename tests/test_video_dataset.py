@@ -231,3 +231,19 @@ def test_the_preflight_check_opens_every_container_and_decodes_first_frames(tmp_
     (tmp_path / "list.txt").write_text(f"a{suffix} 0\nnotes.mp4 1\n")
     with pytest.raises(DataError, match=r"list.txt:2: .*notes.mp4 is not a video file PyAV can read"):
         check_videos(VideoClipDataset(tmp_path / "list.txt", tmp_path, T, S))
+
+
+def test_ground_truth_boxes_follow_the_resize_and_the_crop_of_a_video(tmp_path):
+    from stabn.interpret.scoring import clip_ground_truth, video_truth
+
+    suffix, codec, pix_fmt = lossy_codec()
+    encode(tmp_path / f"v7{suffix}", textured_frames(6, 40, 48), 12, codec, pix_fmt)
+    (tmp_path / "list.txt").write_text(f"v7{suffix} 0\n")
+    dataset = VideoClipDataset(tmp_path / "list.txt", tmp_path, 4, S, mode="eval", short_side=80)
+    assert dataset.frame_geometry(0) == (80, 96, 2.0)
+    truth = {"v7": {"event": [2, 4], "boxes": [[10, 10, 20, 20]] * 5 + [None]}}
+    entry = video_truth(truth, dataset.records[0].video_id)
+    in_event, boxes = clip_ground_truth(dataset, 0, entry, dataset.centre_view)
+    assert dataset.clip_frames(0) == [[1, 2, 3, 4]] and in_event == [False, True, True, False]
+    # Twice the size, then the centre crop's offset (24 rows, 32 columns) taken off.
+    assert boxes == [[-12.0, -4.0, 8.0, 16.0]] * 4

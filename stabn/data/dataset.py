@@ -233,10 +233,15 @@ class FrameClipDataset(Dataset):
         if not self.records:
             return None
         try:
-            with Image.open(self.frame_paths(0)[0]) as image:
-                return image.size[1], image.size[0]
-        except (OSError, ValueError):
+            return self.frame_geometry(0)[:2]
+        except (OSError, ValueError, DataError):
             return None
+
+    def frame_geometry(self, index: int) -> Tuple[int, int, float]:
+        """(height, width) of video `index`'s frames as its clips are cropped from, and their
+        scale from the frames as stored (1: not resized)."""
+        with Image.open(self.frame_paths(index)[0]) as image:
+            return image.size[1], image.size[0], 1.0
 
     def frame_paths(self, index: int) -> List[str]:
         """The frame files item `index` reads (each once), in the current epoch."""

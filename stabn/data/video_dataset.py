@@ -17,9 +17,9 @@ import torch
 from stabn.data.annotations import VideoRecord
 from stabn.data.dataset import FrameClipDataset
 from stabn.data.sampling import frame_uses
-from stabn.data.video import probe_video
+from stabn.data.video import probe_video, short_side_size
 from stabn.data.video_lists import place, read_generic_videos, read_kinetics_csv, read_ssv2_json
-from stabn.data.video_reader import CountMismatch, clip_frames, frames_in_order, open_video
+from stabn.data.video_reader import CountMismatch, clip_frames, frames_in_order, open_video, video_header
 from stabn.errors import DataError, PathLike
 
 
@@ -106,20 +106,15 @@ class VideoClipDataset(FrameClipDataset):
         """A video has one file: the frames are in it."""
         return [self.records[index].path]
 
-    def first_frame_size(self) -> Optional[Tuple[int, int]]:
-        """(height, width) of the first video's frames as the clips take them (after the
-        resize); None when there is no video or it cannot be opened."""
-        if not self.records:
-            return None
-        try:
-            with open_video(self.records[0].path) as video:
-                height, width = video.size
-        except DataError:
-            return None
+    def frame_geometry(self, index: int) -> Tuple[int, int, float]:
+        """(height, width) of video `index`'s frames as its clips are cropped from (after the
+        resize to `short_side`), and their scale from the frames as decoded."""
+        height, width = video_header(self.records[index].path)
         if self.short_side is None:
-            return height, width
+            return height, width, 1.0
         scale = self.short_side / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        new_width, new_height = short_side_size(width, height, self.short_side)
+        return new_height, new_width, scale
 
     def _load(self, index: int, crops: torch.Tensor) -> None:
         try:

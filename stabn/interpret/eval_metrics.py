@@ -19,6 +19,7 @@ from stabn.interpret.scoring import (
     saliency_volume,
     score_video,
     target_probability,
+    video_truth,
 )
 from stabn.models import is_stabn, model_spec
 
@@ -85,7 +86,7 @@ def _score(model, cfg, dataset, index: int, truth: Optional[Dict[str, Any]], dev
     volume = saliency_volume(out.spatial_attention[0], out.temporal_attention[0], (size, size))
     order = random_voxel_order(cfg.eval.seed, index, volume.numel())
     perturbation = Perturbation(target_probability(model, target), clip, order, cfg.eval.explain_steps)
-    gt = truth.get(dataset.records[index].video_id) if truth else None
+    gt = video_truth(truth, dataset.records[index].video_id) if truth else None
     in_event, boxes = clip_ground_truth(dataset, index, gt, view) if gt is not None else (None, None)
     return score_video(
         volume, out.temporal_attention[0], in_event=in_event, boxes=boxes, perturbation=perturbation, with_random=True

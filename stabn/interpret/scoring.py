@@ -31,13 +31,13 @@ every figure with one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from stabn.data import FrameClipDataset, center_crop_offset
@@ -232,10 +232,15 @@ def clip_ground_truth(
     frames = dataset.clip_frames(index)[view // dataset.num_crops]
     first, stop = truth["event"]
     in_event = [first <= f < stop for f in frames]
-    with Image.open(dataset.frame_paths(index)[0]) as im:
-        width, height = im.size
+    height, width, scale = dataset.frame_geometry(index)
     y0, x0 = center_crop_offset(height, width, dataset.frame_size)
-    return in_event, [_shift(truth["boxes"][f], x0, y0) for f in frames]
+    return in_event, [_shift(_scaled(truth["boxes"][f], scale), x0, y0) for f in frames]
+
+
+def video_truth(truth: Dict[str, Any], video_id: str) -> Optional[Dict[str, Any]]:
+    """The ground-truth entry of a video: by its id, or for a video file by its name without
+    the suffix (ground_truth.json names videos as their frame folders)."""
+    return truth.get(video_id, truth.get(os.path.splitext(video_id)[0]))
 
 
 def target_probability(model, target: int, batch_size: Optional[int] = None) -> Callable[[Tensor], Tensor]:
@@ -344,6 +349,10 @@ def _aucs(perturbation: Perturbation, order: Tensor) -> Tuple[float, float]:
     with torch.no_grad():
         deletion, insertion = deletion_insertion(p.prob, p.clip, order.to(p.clip.device), p.steps)
     return auc(deletion), auc(insertion)
+
+
+def _scaled(box: Box, scale: float) -> Box:
+    return box if box is None or scale == 1.0 else [c * scale for c in box]
 
 
 def _shift(box: Box, x0: int, y0: int) -> Box:
