@@ -234,6 +234,11 @@ def test_torchrun_skips_a_corrupt_video_without_hanging(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped a video" in proc.stderr and "000002" in proc.stderr
     assert (tmp_path / "run" / "checkpoint-final.pt").is_file()
+    # Every rank's skips summed at the epoch's end and listed once, by rank 0.
+    listed = (tmp_path / "run" / "skipped.txt").read_text().splitlines()
+    assert len(listed) == 1 and listed[0].startswith("epoch 1\t") and str(first) in listed[0], listed
+    assert f"epoch 1: 1 video skipped (data.skip_corrupt), listed in {tmp_path / 'run' / 'skipped.txt'}" in proc.stderr
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[0]["skipped_videos"] == 1
 
 
 def final_weights(logdir):

@@ -43,6 +43,7 @@ from stabn.engine.events import EventsWriter
 from stabn.engine.precision import clips_layout
 from stabn.engine.preemption import Preempted, StopRequest, every_rank_rng_states
 from stabn.engine.resume import replay_partial_epoch, resume_run
+from stabn.engine.skipped import SkippedVideos
 from stabn.engine.step import training_step
 from stabn.errors import ReportedError, StabnError, error_message
 from stabn.fileio import atomic_write_text, writing
@@ -72,7 +73,7 @@ class Trainer:
         self.logdir = Path(cfg.logdir)
         self.train_set, self.val_set = training_sets(cfg)
         self.jitter = None if cfg.data.jitter == "none" else JitterConfig(mode=cfg.data.jitter)
-        self.skipped = 0
+        self.skipped = SkippedVideos(ctx, self.logdir)
 
         parts = build_parts(cfg, ctx, short_side=min(self.train_set.first_frame_size() or (0,)) or None)
         progress = resume_run(cfg, parts, announce=ctx.is_main)
@@ -186,7 +187,7 @@ class Trainer:
             t0 = time.perf_counter()
             clips, labels, _, skipped = next(it)
             tally.wait += time.perf_counter() - t0
-            self._count_skipped(skipped)
+            self.skipped.add(skipped)
             ctx.step = f"epoch {epoch + 1} step {step + 1}"
             if self._empty_anywhere(labels.numel() == 0):
                 continue
@@ -255,11 +256,6 @@ class Trainer:
         except ReportedError as e:
             self.writes.keep(e)
 
-    def _count_skipped(self, reasons) -> None:
-        for reason in reasons:
-            self.skipped += 1
-            log.warning("skipped a video (%d so far): %s", self.skipped, reason)
-
     def validate(self) -> EvalResult:
         ctx = self.ctx
         sampler = ShardSampler(len(self.val_set), ctx.rank, ctx.world_size)
@@ -270,7 +266,7 @@ class Trainer:
             ctx,
             amp_dtype=self.amp_dtype,
             channels_last=self.channels_last,
-            on_skipped=self._count_skipped,
+            on_skipped=self.skipped.add,
         )
 
     # -- the run ------------------------------------------------------------------------
@@ -305,6 +301,9 @@ class Trainer:
             record.update(self.train_one_epoch(epoch))
             self.scheduler.step()
             best = self._validate_epoch(epoch, record, last=epoch + 1 == epochs)
+            if self.cfg.data.skip_corrupt:
+                with self.writes.block():
+                    record["skipped_videos"] = self.skipped.end_epoch(epoch + 1)
             self.history.append(record)
             self._checkpoint_epoch(epoch + 1, record, best)
         self.ctx.step = "the end of training"
