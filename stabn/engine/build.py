@@ -3,6 +3,7 @@ gradient scaler, and the model's wrapping for DDP / DataParallel / torch.compile
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -16,8 +17,10 @@ from stabn.data import FrameClipDataset, clip_loader, make_dataset, optional_cla
 from stabn.engine.distributed import DistContext
 from stabn.engine.precision import amp_dtype, prepare_model, use_channels_last
 from stabn.errors import ConfigError, DataError
-from stabn.models import ModelSpec, build_model
-from stabn.optim import build_scheduler, make_sgd
+from stabn.models import ModelSpec, build_model, class_layers, freeze_backbone, init_from_checkpoint
+from stabn.optim import build_scheduler, make_sgd, param_groups
+
+log = logging.getLogger(__name__)
 
 
 def derive_seed(*parts: int) -> int:
@@ -37,9 +40,10 @@ def training_sets(cfg: Config) -> Tuple[FrameClipDataset, FrameClipDataset]:
     return train_set, make_dataset(d, d.val_labels, "eval", num_classes=cfg.model.num_classes, seed=cfg.train.seed)
 
 
-def training_model(cfg: Config, short_side: Optional[int] = None) -> nn.Module:
-    """The model `cfg` trains, 2D weights inflated where it asks for them."""
-    return build_model(
+def training_model(cfg: Config, short_side: Optional[int] = None, *, init_from: bool = False) -> nn.Module:
+    """The model `cfg` trains, 2D weights inflated where it asks for them; with `init_from`,
+    `model.init_from`'s weights loaded over those (`stabn.models.init_from_checkpoint`)."""
+    model = build_model(
         cfg.model.name,
         num_classes=cfg.model.num_classes,
         frame_length=cfg.data.frame_length,
@@ -53,6 +57,9 @@ def training_model(cfg: Config, short_side: Optional[int] = None) -> nn.Module:
         class_names=optional_class_names(cfg.data.class_names, cfg.model.num_classes),
         short_side=short_side,
     )
+    if init_from and cfg.model.init_from:
+        log.info("%s", init_from_checkpoint(model, cfg.model.init_from).summary())
+    return model
 
 
 def few_videos(videos: int, cfg: Config, ctx: DistContext) -> bool:
@@ -120,19 +127,25 @@ class RunParts:
     channels_last: bool
 
 
-def build_parts(cfg: Config, ctx: DistContext, *, short_side: Optional[int] = None) -> RunParts:
+def build_parts(cfg: Config, ctx: DistContext, *, short_side: Optional[int] = None, resuming: bool = False) -> RunParts:
     """The model of `cfg` (its frames' shortest side `short_side`), on `ctx`'s device, with
-    its optimizer, schedule and gradient scaler, in the state of a fresh start."""
+    its optimizer, schedule and gradient scaler, in the state of a fresh start. `resuming`: the
+    run's own checkpoint loads next, so `model.init_from`'s file is not read (it may be gone)."""
     t = cfg.train
     precision = amp_dtype(t.amp, ctx.device)
     channels_last = use_channels_last(t.channels_last, ctx.device)
     torch.manual_seed(derive_seed(t.seed))  # the same initial weights on every rank and run
-    model = training_model(cfg, short_side=short_side)
+    model = training_model(cfg, short_side=short_side, init_from=not resuming)
     spec = model.spec
+    # A fine-tuning run's class layers have a param group of their own, resumed or not, so that
+    # its checkpoints' optimizer states fit the optimizer built here.
+    head = class_layers(model) if cfg.model.init_from else ()
     if cfg.model.sync_bn and ctx.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    _freeze(model, t.freeze)
     model = prepare_model(model, ctx.device, channels_last)
-    optimizer = make_sgd(model.parameters(), ctx.device, t.lr, t.momentum, t.weight_decay, t.nesterov)
+    groups = param_groups(model, lr=t.lr, fast_modules=head, lr_multiplier=t.reset_lr_multiplier)
+    optimizer = make_sgd(groups, ctx.device, t.lr, t.momentum, t.weight_decay, t.nesterov)
     return RunParts(
         model=model,
         spec=spec,
@@ -142,6 +155,16 @@ def build_parts(cfg: Config, ctx: DistContext, *, short_side: Optional[int] = No
         amp_dtype=precision,
         channels_last=channels_last,
     )
+
+
+def _freeze(model: nn.Module, point: str) -> None:
+    """`train.freeze`: the backbone frozen up to `point` (after any SyncBatchNorm conversion)."""
+    if point == "none":
+        return
+    frozen = freeze_backbone(model, point)
+    params = list(model.parameters())
+    log.info("train.freeze=%s: %s frozen, their BatchNorms in eval mode; %d of %d parameter tensors train",
+             point, ", ".join(frozen), sum(p.requires_grad for p in params), len(params))  # fmt: skip
 
 
 def wrap_model(model: nn.Module, cfg: Config, ctx: DistContext) -> Tuple[nn.Module, nn.Module]:

@@ -42,7 +42,7 @@ from stabn.engine.evaluate import EvalResult, evaluate
 from stabn.engine.events import EventsWriter
 from stabn.engine.precision import clips_layout
 from stabn.engine.preemption import Preempted, StopRequest, every_rank_rng_states
-from stabn.engine.resume import replay_partial_epoch, resume_run
+from stabn.engine.resume import Progress, replay_partial_epoch, resume_checkpoint, resume_run
 from stabn.engine.skipped import SkippedVideos
 from stabn.engine.step import training_step
 from stabn.errors import ReportedError, StabnError, error_message
@@ -75,8 +75,10 @@ class Trainer:
         self.jitter = None if cfg.data.jitter == "none" else JitterConfig(mode=cfg.data.jitter)
         self.skipped = SkippedVideos(ctx, self.logdir)
 
-        parts = build_parts(cfg, ctx, short_side=min(self.train_set.first_frame_size() or (0,)) or None)
-        progress = resume_run(cfg, parts, announce=ctx.is_main)
+        resuming = resume_checkpoint(cfg) is not None
+        short_side = min(self.train_set.first_frame_size() or (0,)) or None
+        parts = build_parts(cfg, ctx, short_side=short_side, resuming=resuming)
+        progress = resume_run(cfg, parts, announce=ctx.is_main) if resuming else Progress()
         self.model, self.spec = parts.model, parts.spec
         self.optimizer, self.scheduler, self.scaler = parts.optimizer, parts.scheduler, parts.scaler
         self.amp_dtype, self.channels_last = parts.amp_dtype, parts.channels_last

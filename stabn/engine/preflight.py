@@ -96,14 +96,16 @@ def check_training(cfg: Config) -> str:
 
     train_set, val_set = training_sets(cfg)
     smallest = min((check_videos(split) for split in (train_set, val_set) if len(split)), key=min)
-    model = training_model(cfg)
+    found = read_resume_checkpoint(cfg)
+    model = training_model(cfg, init_from=found is None)
     pretrained = cfg.model.pretrained_2d
     done = [
         f"{len(train_set)} training and {len(val_set)} validation videos, {_every(cfg.data.source)}",
         "first frames decode (the smallest {}x{})".format(*smallest),
         f"{cfg.model.name} builds" + (f" with the 2D weights of {pretrained}" if pretrained else ""),
     ]
-    found = read_resume_checkpoint(cfg)
+    if cfg.model.init_from and found is None:
+        done.append(f"{cfg.model.init_from} fits (model.init_from)")
     if found is not None:
         path, ckpt = found
         load_weights(model, extract_state_dict(ckpt, path), path)

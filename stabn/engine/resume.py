@@ -22,13 +22,13 @@ from stabn.config import Config, config_from_dict, flat_config
 from stabn.engine.build import RunParts, schedule_settings
 from stabn.engine.distributed import DistContext
 from stabn.errors import ConfigError, DamagedCheckpoint
-from stabn.optim import restart_schedule
+from stabn.optim import LR_MULTIPLIER, restart_schedule
 
 log = logging.getLogger(__name__)
 
 # The train keys whose values a checkpoint's optimizer and scheduler states carry.
 _OPTIMIZER_KEYS = ("momentum", "weight_decay", "nesterov")
-_SCHEDULE_KEYS = ("lr", "schedule", "epochs", "milestones", "gamma", "warmup_epochs")
+_SCHEDULE_KEYS = ("lr", "schedule", "epochs", "milestones", "gamma", "warmup_epochs", "reset_lr_multiplier")
 # How a run resumes, which is no change to the run itself.
 _RESUME_KEYS = ("train.resume", "train.resume_strict")
 
@@ -121,7 +121,7 @@ def resume_run(cfg: Config, parts: RunParts, *, announce: bool) -> Progress:
     path, ckpt = found
     load_weights(parts.model, extract_state_dict(ckpt, path), path)
     if ckpt.get("optimizer_state_dict"):
-        parts.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+        _load_optimizer(parts, ckpt["optimizer_state_dict"], path)
     if ckpt.get("scheduler_state_dict"):
         parts.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
     progress = Progress(
@@ -156,7 +156,23 @@ def _take_changes(cfg: Config, parts: RunParts, progress: Progress, path: Path) 
         for group in parts.optimizer.param_groups:
             group.update(momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov)
     if changed & set(_SCHEDULE_KEYS):
+        for group in parts.optimizer.param_groups[1:]:  # the re-initialised layers' group
+            group[LR_MULTIPLIER] = t.reset_lr_multiplier
         parts.scheduler = restart_schedule(parts.optimizer, t.lr, start, **schedule_settings(t))
+
+
+def _load_optimizer(parts: RunParts, state: Mapping[str, Any], path: Path) -> None:
+    """The checkpoint's optimizer state, whose param groups must be this run's: a run resumed
+    with another train.freeze, or with model.init_from set where it was not, trains other
+    parameters in other groups."""
+    then = [len(g["params"]) for g in state.get("param_groups", [])]
+    now = [len(g["params"]) for g in parts.optimizer.param_groups]
+    if then != now:
+        raise ConfigError(
+            f"{path}: its optimizer trains {sum(then)} parameter tensors in {len(then)} groups, this run "
+            f"{sum(now)} in {len(now)}: resume with the train.freeze and model.init_from of its run"
+        )
+    parts.optimizer.load_state_dict(state)
 
 
 def replay_partial_epoch(
