@@ -22,6 +22,9 @@ the duration the file declares for that stream (by more than a tenth and two fra
 The video is decoded twice: once to count the frames that decode (the sampling needs the
 count), once to keep only the frames the clips use, so memory holds those alone.
 
+Writing: `write_mp4` (the attention animations) and `write_video` (any encoder the bundled
+FFmpeg has, as it is told: the synthetic dataset's videos).
+
 PyAV is an optional extra (``pip install -e .[video]``), imported only when a video is read.
 """
 
@@ -275,6 +278,11 @@ def available_mp4_codec() -> Optional[str]:
     return next((name for name in MP4_CODECS if name in av.codecs_available), None)
 
 
+# The animations' MP4 encoders' options: overlays and text stay sharp (MPEG-4 Part 2's default
+# bit rate, about 200 kb/s, smears them).
+_MP4_OPTIONS = {"libx264": {"crf": "18"}, "mpeg4": {"b": "4000000"}}
+
+
 def write_mp4(path: PathLike, frames: Sequence[np.ndarray], fps: float) -> str:
     """Encode uint8 RGB frames of one size as an MP4 (H.264, else MPEG-4 Part 2, in yuv420p,
     which wants even sides: an odd side gains an edge-copied row or column); return the codec's
@@ -282,24 +290,45 @@ def write_mp4(path: PathLike, frames: Sequence[np.ndarray], fps: float) -> str:
     codec = available_mp4_codec()
     if codec is None:
         raise StabnError(f"this PyAV's FFmpeg has none of the MP4 encoders {', '.join(MP4_CODECS)}")
-    atomic_write(path, lambda f: _encode_mp4(f, frames, fps, codec))
+    h, w = frames[0].shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    padded = [np.pad(frame, pad, mode="edge") for frame in frames]
+    write_video(path, padded, fps, codec=codec, pix_fmt="yuv420p", container="mp4", options=_MP4_OPTIONS[codec])
     return "h264" if codec == "libx264" else codec
 
 
-def _encode_mp4(file: BinaryIO, frames: Sequence[np.ndarray], fps: float, codec: str) -> None:
+def has_encoder(name: str) -> bool:
+    """Whether the bundled FFmpeg has the encoder `name` (libx264, libvpx-vp9, ffv1, ...)."""
+    return name in import_av().codecs_available
+
+
+def write_video(
+    path: PathLike,
+    frames: Sequence[np.ndarray],
+    fps: float,
+    *,
+    codec: str,
+    pix_fmt: str,
+    container: str,
+    options: Optional[Dict[str, str]] = None,
+) -> None:
+    """Encode uint8 RGB frames [H, W, 3] of one size, as they are (no padding), with FFmpeg's
+    encoder `codec` in `pix_fmt` and its `options`, in the `container` format (FFmpeg's name:
+    mp4, webm, matroska) at `fps` frames a second. Written atomically (`fileio.atomic_write`)
+    and bit-exact (FFmpeg's fflags +bitexact: no random ids or dates), so that the same frames
+    give the same bytes."""
     av = import_av()
-    h, w = frames[0].shape[:2]
-    pad = ((0, h % 2), (0, w % 2), (0, 0))
-    with av.open(file, "w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18"}  # overlays and text stay sharp
-        else:
-            stream.bit_rate = 4_000_000  # MPEG-4's default (about 200 kb/s) smears the overlays
-        for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.pad(frame, pad, mode="edge")), format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+
+    def encode(file: BinaryIO) -> None:
+        with av.open(file, "w", format=container, container_options={"fflags": "+bitexact"}) as output:
+            stream = output.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream.height, stream.width = frames[0].shape[:2]
+            stream.pix_fmt = pix_fmt
+            stream.options = dict(options or {})
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    output.mux(packet)
+            for packet in stream.encode():
+                output.mux(packet)
+
+    atomic_write(path, encode)
