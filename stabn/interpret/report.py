@@ -93,14 +93,18 @@ def markdown_table(summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(out: PathLike, summary: Dict[str, Any]) -> str:
-    """explain.json and explain.md under `out`; returns the Markdown."""
+def write_json_and_markdown(out: PathLike, name: str, data: Dict[str, Any], text: str) -> str:
+    """`name`.json (of `data`) and `name`.md (`text`) under `out`; returns `text`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "explain.json", json.dumps(summary, indent=2) + "\n")
-    text = markdown_table(summary)
-    atomic_write_text(out / "explain.md", text)
+    atomic_write_text(out / f"{name}.json", json.dumps(data, indent=2) + "\n")
+    atomic_write_text(out / f"{name}.md", text)
     return text
+
+
+def write_reports(out: PathLike, summary: Dict[str, Any]) -> str:
+    """explain.json and explain.md under `out`; returns the Markdown."""
+    return write_json_and_markdown(out, "explain", summary, markdown_table(summary))
 
 
 def picture_writer(

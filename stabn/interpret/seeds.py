@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from stabn.errors import ConfigError, PathLike
-from stabn.fileio import atomic_write_text
 from stabn.interpret.benchmark import TABLE_METRICS, TIME_METRICS
-from stabn.interpret.report import cell, metric_table, sanity_table
+from stabn.interpret.report import cell, metric_table, sanity_table, write_json_and_markdown
 
 # Settings that may differ between the runs combined: the seed (the bootstrap's and the random
 # voxel order's), where each ran and how many pictures it drew.
@@ -141,9 +140,4 @@ def seeds_markdown(combined: Dict[str, Any]) -> str:
 
 def write_seed_reports(out: PathLike, combined: Dict[str, Any]) -> str:
     """seeds.json and seeds.md under `out`; returns the Markdown."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "seeds.json", json.dumps(combined, indent=2) + "\n")
-    text = seeds_markdown(combined)
-    atomic_write_text(out / "seeds.md", text)
-    return text
+    return write_json_and_markdown(out, "seeds", combined, seeds_markdown(combined))
