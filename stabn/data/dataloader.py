@@ -32,40 +32,15 @@ def make_dataset(
 ) -> FrameClipDataset:
     """The dataset that `data` (a config's `data` section, `stabn.config.DataConfig`) describes
     for the label file `labels`, for training (`train`) or evaluation (`eval`)."""
+    common = dict(mode=mode, num_clips=num_clips, num_crops=num_crops, padding=data.padding,
+                  skip_corrupt=data.skip_corrupt, flip=data.flip, seed=seed, fmt=data.label_format,
+                  num_classes=num_classes)  # fmt: skip
     if data.source == "videos":
-        return VideoClipDataset(
-            labels,
-            data.root,
-            data.frame_length,
-            data.frame_size,
-            mode=mode,
-            num_clips=num_clips,
-            num_crops=num_crops,
-            padding=data.padding,
-            skip_corrupt=data.skip_corrupt,
-            flip=data.flip,
-            seed=seed,
-            fmt=data.label_format,
-            num_classes=num_classes,
-            short_side=data.short_side,
-            class_names=kinetics_class_names(data, num_classes) if data.label_format == "kinetics" else None,
-        )
-    return FrameClipDataset(
-        labels,
-        data.frames_root,
-        data.frame_length,
-        data.frame_size,
-        mode=mode,
-        num_clips=num_clips,
-        num_crops=num_crops,
-        padding=data.padding,
-        skip_corrupt=data.skip_corrupt,
-        flip=data.flip,
-        seed=seed,
-        template=data.frame_template,
-        fmt=data.label_format,
-        num_classes=num_classes,
-    )
+        names = kinetics_class_names(data, num_classes) if data.label_format == "kinetics" else None
+        return VideoClipDataset(labels, data.root, data.frame_length, data.frame_size, **common,
+                                short_side=data.short_side, class_names=names)  # fmt: skip
+    return FrameClipDataset(labels, data.frames_root, data.frame_length, data.frame_size, **common,
+                            template=data.frame_template)  # fmt: skip
 
 
 def ignore_stop_signals(worker_id: int) -> None:
