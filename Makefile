@@ -53,7 +53,7 @@ quickstart: $(STAMP)
 # (seed 1: no option was tuned on it), then, each on 2 CPU processes or one per GPU, the
 # ST-ABN of configs/synthetic_explain.yaml, the original ST-ABN and a 3D ResNet-18 on the same
 # data, then every explainer on the same 200 validation clips, and a picture of one clip.
-# About 45 minutes on 2 CPU cores (three trainings of 8 to 13 minutes, the benchmark about 20).
+# About 60 to 75 minutes on 2 CPU cores (three trainings of 13 to 16 minutes each, the benchmark 16 to 36).
 # Trained models are reused when their checkpoint exists.
 EXPLAIN_DATA := data/synthetic128
 EXPLAIN_RUNS := runs/explain

@@ -133,7 +133,7 @@ def seeds_markdown(combined: Dict[str, Any]) -> str:
     for key in ("model", "reference", "baseline"):
         info = combined.get(key)
         if info:
-            accuracy = f"centre-clip accuracy {cell(info)} over {info['runs']} runs"
+            accuracy = f"centre-clip accuracy {cell(info)} over {info['runs']} run{'s' if info['runs'] != 1 else ''}"
             lines.append(f"{key.capitalize()}: {info['name']}, {accuracy}.")
     return "\n".join(lines) + "\n"
 
