@@ -4,6 +4,7 @@ system made for real, the original's reference outputs, and small videos encoded
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import importlib.util
@@ -374,3 +375,41 @@ def unusable_videos(root) -> dict:
         "no video stream": (root / "sound.wav", "has no video stream"),
         "missing": (root / "missing.webm", "does not exist"),
     }
+
+
+class FileServer:
+    """A local HTTP server of files given as bytes, counting the requests for each path. A path
+    in `cut_short` announces its full length but sends half of it and closes the connection."""
+
+    def __init__(self, files: dict, cut_short: tuple = ()) -> None:
+        import http.server
+        import threading
+
+        server_files, requests = dict(files), collections.Counter()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the standard library's name)
+                requests[self.path] += 1
+                body = server_files.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if self.path in cut_short else body)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = requests
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from stabn.checkpoint import read_checkpoint, run_checkpoint
 from stabn.config import Config, layered_config, parse_overrides, read_yaml
 from stabn.data import clip_loader, make_dataset
+from stabn.download import fetch, is_url
 from stabn.engine.distributed import (
     DistContext,
     ShardSampler,
@@ -52,7 +53,10 @@ def resolve_eval_config(logdir: str, checkpoint: Optional[str], overrides: Seque
     layers.append((command_line, "command line: "))
     layers.append(({"logdir": logdir}, "--logdir: "))
     cfg = layered_config(layers)
-    path = run_checkpoint(run, cfg.eval.checkpoint) if checkpoint is None else Path(checkpoint)
+    if checkpoint is None:
+        path = run_checkpoint(run, cfg.eval.checkpoint)
+    else:  # a URL is downloaded once into torch's hub cache
+        path = fetch(checkpoint) if is_url(checkpoint) else Path(checkpoint)
     if not saved_path.is_file():
         stored = read_checkpoint(path).get("run_config")
         if isinstance(stored, Mapping):
