@@ -31,16 +31,24 @@ from torch import Tensor, nn
 
 from stabn.data import count_frames, frame_paths, read_eval_clips
 from stabn.data.video import VideoInfo, looks_like_video, read_video_clips
+from stabn.display import explanation_html, explanation_text, png_bytes, prediction_html, prediction_text
 from stabn.engine.accuracy import average_views
 from stabn.interpret import saliency
 from stabn.interpret.methods import IG_STEPS, MethodError, method_label, peer_maps, resolve_method
-from stabn.interpret.visualize import animation_frames, attention_sheet, attention_tiles, upsample_spatial
+from stabn.interpret.visualize import (
+    ANIMATION_FPS,
+    animation_frames,
+    attention_sheet,
+    attention_tiles,
+    gif_bytes,
+    upsample_spatial,
+)
 from stabn.models import ModelSpec, STABNOutput, model_spec
 
 ClipOrDir = Union[Tensor, str, os.PathLike]
 
 
-@dataclass
+@dataclass(repr=False)
 class Prediction:
     """Top-k classes of the perception branch (and of the attention branch for ST-ABN), from
     the mean of the clips' softmax probabilities, as eval.py averages views.
@@ -58,8 +66,14 @@ class Prediction:
     frame_indices: Optional[List[List[int]]] = field(default=None, compare=False)
     video: Optional[VideoInfo] = field(default=None, compare=False)
 
+    def __repr__(self) -> str:
+        return prediction_text(self)
 
-@dataclass
+    def _repr_html_(self) -> str:
+        return prediction_html(self)
+
+
+@dataclass(repr=False)
 class Explanation:
     """The maps of one clip (the middle one of `num_clips`, as eval.py draws) at the clip's
     size, and their pictures: ST-ABN's attention, or a peer method's saliency scaled to its
@@ -91,6 +105,19 @@ class Explanation:
             labels = [f"video frame {i} ({label})" for label, i in zip(labels, indices)]
         tiles = [np.asarray(overlay) for overlay in self.overlays]
         return animation_frames(tiles, self.temporal, picture_title(self.prediction), labels)
+
+    def gif(self, fps: float = ANIMATION_FPS) -> bytes:
+        """`animation()` as a looping GIF, e.g. for `IPython.display.Image(data=e.gif())`."""
+        return gif_bytes(self.animation(), fps)
+
+    def __repr__(self) -> str:
+        return explanation_text(self)
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self.image)
+
+    def _repr_html_(self) -> str:
+        return explanation_html(self)
 
 
 def picture_title(prediction: Prediction) -> str:

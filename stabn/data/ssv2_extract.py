@@ -142,7 +142,7 @@ def remove_partials(frames_root: Path) -> None:
 
 def process_videos(jobs: Sequence[Job], workers: int, progress: bool) -> Iterable[VideoResult]:
     """`process_video` for every job, on `workers` processes, in the order they finish."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     bar = dict(total=len(jobs), unit="video", disable=not progress, dynamic_ncols=True)
     if workers <= 1 or len(jobs) <= 1:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from stabn.engine.accuracy import ClassificationMeter, average_views
 from stabn.engine.distributed import DistContext

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from stabn.checkpoint import BEST_CHECKPOINT, FINAL_CHECKPOINT, LATEST_CHECKPOINT, numbered_checkpoint, save_checkpoint
 from stabn.config import Config, save_config

@@ -16,6 +16,7 @@ frame.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -226,12 +227,23 @@ def save_png(path: Union[str, Path], image: Image.Image) -> Path:
     return path
 
 
+def _gif_params(images: Sequence[Image.Image], fps: float) -> dict:
+    duration = round(1000 / fps)
+    return {"format": "GIF", "save_all": True, "append_images": list(images[1:]), "duration": duration, "loop": 0}
+
+
 def save_gif(path: Union[str, Path], images: Sequence[Image.Image], fps: float = ANIMATION_FPS) -> Path:
     """An endlessly looping GIF of `images`, `fps` a second."""
     path = Path(path)
-    write_image(path, images[0], format="GIF", save_all=True, append_images=list(images[1:]),
-                duration=round(1000 / fps), loop=0)  # fmt: skip
+    write_image(path, images[0], **_gif_params(images, fps))
     return path
+
+
+def gif_bytes(images: Sequence[Image.Image], fps: float = ANIMATION_FPS) -> bytes:
+    """`save_gif`'s file, in memory (for `IPython.display.Image`)."""
+    buffer = io.BytesIO()
+    images[0].save(buffer, **_gif_params(images, fps))
+    return buffer.getvalue()
 
 
 def save_attention(

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from stabn.checkpoint import unwrap_model
-from stabn.config.schema import AttentionOptions
+from stabn.config.schema import STABN_NAMES, AttentionOptions
 from stabn.data.jitter import JitterConfig
 from stabn.data.transforms import denormalize, mean_std, normalize_batch
 
@@ -21,7 +21,7 @@ DEFAULT_FRAME_LENGTH = 32
 DEFAULT_FRAME_SIZE = 224
 
 
-@dataclass
+@dataclass(repr=False)
 class ModelSpec:
     """A model's architecture, its input (clip length and size, channel order and
     normalisation) and the names of its classes.
@@ -54,6 +54,32 @@ class ModelSpec:
                 raise ValueError(f"class_names has {len(self.class_names)} names for {self.num_classes} classes")
         if isinstance(self.attention, Mapping):
             self.attention = AttentionOptions(**self.attention)
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelSpec({self.name}, {self.num_classes} classes, {self.frame_length} frames of "
+            f"{self.frame_size} px, {self.channel_order.upper()})"
+        )
+
+    def __str__(self) -> str:
+        names = "unnamed (class numbers)"
+        if self.class_names is not None:
+            shown = ", ".join(repr(n) for n in self.class_names[:3])
+            names = shown + (f", ... ({self.num_classes} in all)" if self.num_classes > 3 else "")
+        short_side = f", frames resized to a short side of {self.short_side} px" if self.short_side else ""
+        lines = [
+            f"model      {self.name}, width {self.width}",
+            f"input      {self.frame_length} frames of {self.frame_size} x {self.frame_size} px{short_side}",
+            f"normalise  {self.channel_order.upper()}, mean {_rounded(self.mean)}, std {_rounded(self.std)}",
+            f"classes    {self.num_classes}: {names}",
+        ]
+        if self.name in STABN_NAMES:
+            options = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.attention).items())
+            lines.append(f"attention  {options}")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython's display
+        printer.text(str(self))
 
     def class_name(self, index: int) -> str:
         """The name of class `index`, or its number when the classes are unnamed."""
@@ -89,6 +115,10 @@ class ModelSpec:
             changes.setdefault("mean", None)
             changes.setdefault("std", None)
         return dataclasses.replace(self, **changes)
+
+
+def _rounded(values: Optional[Tuple[float, ...]]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values or ()) + ")"
 
 
 def model_spec(model: nn.Module) -> ModelSpec:
