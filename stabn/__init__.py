@@ -24,6 +24,8 @@ _PUBLIC = {
     "explain": "stabn.inference",
     "Prediction": "stabn.inference",
     "Explanation": "stabn.inference",
+    "export": "stabn.exporter",
+    "exported_spec": "stabn.exporter",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

@@ -14,6 +14,7 @@ SCRIPTS = {
     "stabn-check": "stabn.commands.check:main",
     "stabn-demo": "stabn.commands.demo:main",
     "stabn-bench": "stabn.commands.bench:main",
+    "stabn-export": "stabn.commands.export:main",
     "stabn-synthetic": "stabn.commands.make_synthetic:main",
     "stabn-prepare-ssv2": "stabn.commands.prepare_ssv2:main",
 }
@@ -23,6 +24,7 @@ BAD_INPUT = {
     "stabn-check": (["train.epochs=1"], "error: no --config given; usage: stabn-check --config "),
     "stabn-demo": (["clip.mp4", "--checkpoint", "none.pt", "--topk", "0"], "error: --topk and --num-clips must be"),
     "stabn-bench": (["loader", "--batch-size", "0"], "error: --batch-size must be >= 1, got 0"),
+    "stabn-export": (["--checkpoint", "{tmp}/none.pt", "--out", "{tmp}/m.onnx"], "error: "),
     "stabn-synthetic": (["--out", "{tmp}/data", "--size", "16"], "error: size must be at least 32, got 16"),
     "stabn-prepare-ssv2": (
         ["--video-dir", "{tmp}", "--anno-dir", "{tmp}/none", "--out-dir", "{tmp}/out"],

@@ -15,9 +15,23 @@ from helpers import REPO
 
 # Bottom first. A module belongs to the first entry that is it or one of its packages.
 LAYERS = [
-    ("files and errors", ["stabn.version", "stabn.errors", "stabn.fileio", "stabn.checkpoint", "stabn.torch_compat"]),
+    (
+        "files and errors",
+        ["stabn.version", "stabn.errors", "stabn.fileio", "stabn.download", "stabn.checkpoint", "stabn.torch_compat"],
+    ),
     ("models, data and config", ["stabn.data", "stabn.models", "stabn.optim", "stabn.config"]),
-    ("engine and explain", ["stabn.engine", "stabn.interpret", "stabn.inference", "stabn.perf", "stabn.video_report"]),
+    (
+        "engine and explain",
+        [
+            "stabn.engine",
+            "stabn.interpret",
+            "stabn.inference",
+            "stabn.display",
+            "stabn.exporter",
+            "stabn.perf",
+            "stabn.video_report",
+        ],
+    ),
     ("commands", ["stabn.commands", "stabn"]),
 ]
 

@@ -7,7 +7,7 @@ import functools
 import sys
 from typing import Optional, Sequence
 
-from stabn.commands import bench_cost, bench_explain, bench_explain_seeds, bench_loader, bench_speed
+from stabn.commands import bench_cost, bench_explain, bench_explain_seeds, bench_export, bench_loader, bench_speed
 from stabn.commands.common import CommandParser, run_command
 
 
@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bench_cost.add_arguments(cost_parser)
     cost_parser.set_defaults(run=bench_cost.main)
+    onnx_parser = subparsers.add_parser(
+        "onnx", help="eager PyTorch against onnxruntime on the CPU, clips/s", description=bench_export.__doc__
+    )
+    bench_export.add_arguments(onnx_parser)
+    onnx_parser.set_defaults(run=bench_export.main)
     return parser
 
 
