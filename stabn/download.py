@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional, Union
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlparse
-from urllib.request import Request, urlopen
+from urllib.request import Request, build_opener
 
 import torch.hub
 from tqdm.auto import tqdm
@@ -94,7 +94,9 @@ def fetch(url: str, *, sha256: Optional[str] = None, progress: bool = True) -> P
 def _download(url: str, target: Path, expected: Optional[str], progress: bool) -> None:
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        with urlopen(Request(url, headers={"User-Agent": "stabn"}), timeout=_TIMEOUT_S) as response:
+        # A new opener each time: urlopen's shared one keeps the proxy settings of its first use.
+        opener = build_opener()
+        with opener.open(Request(url, headers={"User-Agent": "stabn"}), timeout=_TIMEOUT_S) as response:
             announced = response.headers.get("Content-Length")
             total = int(announced) if announced and announced.isdigit() else None
             digest, received = hashlib.sha256(), 0

@@ -12,6 +12,7 @@ written only once the check passes, so a failed export leaves an older file as i
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import json
@@ -41,6 +42,10 @@ CHECK_BATCH_SIZES = (1, 3)
 # itself differs from float64 by about 1e-4 there (a sigmoid of large values).
 TOLERANCE = 1e-4
 MAP_TOLERANCE = 1e-3
+# A deep model's float32 logits can be further than TOLERANCE from exact arithmetic in eager
+# PyTorch itself (a 3D ResNet-101 of random weights: 1.4e-4); there the check allows this many
+# times eager's own difference from float64, as two float32 runtimes may each err that much.
+FLOAT32_MARGIN = 2.0
 _EXAMPLE_BATCH = 2  # a batch of 1 would make torch.export fix the batch size
 
 
@@ -175,6 +180,15 @@ def _difference(name: str, got: Tensor, want: Tensor) -> float:
     return diff
 
 
+def _float32_error(model: nn.Module, clips: Tensor, names: Tuple[str, ...]) -> Dict[str, float]:
+    """How far eager float32 itself is from float64 arithmetic on `clips`, per logits output
+    (relative, as `_difference`): the floor below which no runtime can be asked to agree."""
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        want32, want64 = _Outputs(model)(clips), _Outputs(exact)(clips.double())
+    return {n: _difference(n, a, b) for n, a, b in zip(names, want32, want64) if n.endswith("logits")}
+
+
 def _check(path: Path, data: bytes, fmt: str, model: nn.Module, spec: ModelSpec, names, tolerance: float):
     run = _runner(data, fmt)
     worst = dict.fromkeys(names, 0.0)
@@ -182,6 +196,7 @@ def _check(path: Path, data: bytes, fmt: str, model: nn.Module, spec: ModelSpec,
         clips = _clips(spec, batch, batch)
         with torch.no_grad():
             want, got = _Outputs(model)(clips), run(clips)
+        floor: Dict[str, float] = {}
         for name, g, w in zip(names, got, want):
             if tuple(g.shape) != tuple(w.shape):
                 raise ExportError(
@@ -189,12 +204,21 @@ def _check(path: Path, data: bytes, fmt: str, model: nn.Module, spec: ModelSpec,
                 )
             diff = _difference(name, g, w)
             worst[name] = max(worst[name], diff)
-            allowed = tolerance if name.endswith("logits") else max(tolerance, MAP_TOLERANCE)
+            logits = name.endswith("logits")
+            allowed = tolerance if logits else max(tolerance, MAP_TOLERANCE)
+            if diff > allowed and logits:  # deep models: is eager float32 itself that far from exact?
+                floor = floor or _float32_error(model, clips, names)
+                allowed = max(allowed, FLOAT32_MARGIN * floor[name])
             if diff > allowed:
-                scale = " (relative to the largest logit)" if name.endswith("logits") else ""
+                how = (
+                    f"relative to the largest logit; the tolerance is the larger of {tolerance:g} and "
+                    f"{FLOAT32_MARGIN:g} x eager float32's own difference from float64"
+                    if logits
+                    else "absolute"
+                )
                 raise ExportError(
-                    f"{path}: the exported {name} differs from eager PyTorch by {diff:.3g}{scale} on a batch of "
-                    f"{batch}, over the tolerance {allowed:g}; nothing was written"
+                    f"{path}: the exported {name} differs from eager PyTorch by {diff:.3g} on a batch of "
+                    f"{batch}, over the tolerance {allowed:.3g} ({how}); nothing was written"
                 )
     return worst
 
