@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlparse
 from urllib.request import Request, build_opener
 
 import torch.hub
-from tqdm.auto import tqdm
 
 from stabn.errors import CheckpointError
 
@@ -92,6 +91,9 @@ def fetch(url: str, *, sha256: Optional[str] = None, progress: bool = True) -> P
 
 
 def _download(url: str, target: Path, expected: Optional[str], progress: bool) -> None:
+    # Imported here: in a notebook without ipywidgets, tqdm.auto warns when first imported.
+    from tqdm.auto import tqdm
+
     partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
     try:
         # A new opener each time: urlopen's shared one keeps the proxy settings of its first use.
